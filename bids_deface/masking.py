@@ -1,0 +1,196 @@
+"""Face-and-ears masks from the nnU-Net v2 model: the only module that imports nnunetv2.
+
+The model sees images the way nnU-Net's ``NibabelIO`` reads them: the voxel array of a
+RAS-oriented image, transposed from ``[x, y, z]`` to ``[z, y, x]``, with the spacing
+reversed alike. :class:`FaceModel` owns that conversion, so callers give a nibabel image
+in any orientation, voxel size and dtype and get masks back on the image's own grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from .deface import brain_guard, clean_face_mask
+
+__all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "LABELS"]
+
+logger = logging.getLogger(__name__)
+
+#: Label values of the model (DESIGN §1).
+LABELS = {"keep": 0, "face": 1, "brain": 2}
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """Turn ``auto|cpu|cuda`` (or ``cuda:N``) into a torch device; ``auto`` prefers CUDA."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def model_sha256(model_dir: Path) -> str:
+    """SHA-256 over the model folder's plans, dataset and checkpoint files (sorted by path)."""
+    digest = hashlib.sha256()
+    model_dir = Path(model_dir)
+    for path in sorted(model_dir.rglob("*")):
+        if path.is_file() and path.suffix in {".json", ".pth"}:
+            digest.update(path.relative_to(model_dir).as_posix().encode())
+            with open(path, "rb") as fobj:
+                for chunk in iter(lambda: fobj.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class MaskPrediction:
+    """Masks on the input image's grid (boolean arrays of the image's 3D shape)."""
+
+    face: np.ndarray
+    """Voxels to remove, after cleaning and the brain guard."""
+    brain: np.ndarray
+    """Voxels predicted as brain."""
+    face_raw_voxels: int
+    """Face voxels predicted before the brain guard."""
+    guard_voxels: int
+    """Face voxels the brain guard gave back."""
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _as_3d_float(img: nib.Nifti1Image) -> np.ndarray:
+    data = np.asanyarray(img.dataobj)
+    if data.ndim == 4:
+        data = data[..., 0]
+    elif data.ndim != 3:
+        raise ValueError(f"expected a 3D image (or 4D with volumes last), got shape {data.shape}")
+    data = np.asarray(data, dtype=np.float32)
+    if not np.isfinite(data).all():
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    return data
+
+
+class FaceModel:
+    """A loaded face-and-ears model.
+
+    Parameters
+    ----------
+    model_dir : Path
+        nnU-Net v2 model folder: ``dataset.json``, ``plans.json`` and ``fold_*/``.
+    device : {"auto", "cpu", "cuda"}
+        Where to run; ``auto`` takes CUDA when available.
+    mirroring : bool
+        Test-time mirroring (slower, marginally smoother masks). Off by default.
+    threads : int or None
+        CPU threads for torch; ``None`` leaves torch's setting.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        device: str = "auto",
+        mirroring: bool = False,
+        threads: int | None = None,
+        checkpoint: str = "checkpoint_final.pth",
+    ) -> None:
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "plans.json").is_file():
+            raise FileNotFoundError(f"{self.model_dir} is not an nnU-Net v2 model folder (no plans.json)")
+        self.device = resolve_device(device)
+        if threads:
+            torch.set_num_threads(int(threads))
+        folds = tuple(p.name.split("_", 1)[1] for p in sorted(self.model_dir.glob("fold_*"))
+                      if (p / checkpoint).is_file())
+        if not folds:
+            raise FileNotFoundError(f"no fold_*/{checkpoint} in {self.model_dir}")
+        with contextlib.redirect_stdout(io.StringIO()):
+            predictor = nnUNetPredictor(
+                tile_step_size=0.5,
+                use_gaussian=True,
+                use_mirroring=mirroring,
+                perform_everything_on_device=self.device.type == "cuda",
+                device=self.device,
+                verbose=False,
+                verbose_preprocessing=False,
+                allow_tqdm=False,
+            )
+            predictor.initialize_from_trained_model_folder(str(self.model_dir), folds, checkpoint)
+        # weights may be stored in half precision; compute in float32 on the CPU
+        predictor.list_of_parameters = [
+            {k: v.float() if torch.is_floating_point(v) else v for k, v in p.items()}
+            for p in predictor.list_of_parameters
+        ]
+        predictor.network.load_state_dict(predictor.list_of_parameters[0])
+        self._predictor = predictor
+        self.spacing_zyx = tuple(float(s) for s in predictor.configuration_manager.spacing)
+        self.name = self.model_dir.parts[-2] if len(self.model_dir.parts) > 1 else self.model_dir.name
+        self.sha256 = model_sha256(self.model_dir)
+        logger.info("loaded model %s (%s) on %s", self.name, self.sha256[:12], self.device)
+
+    def predict_labels(self, img: nib.Nifti1Image) -> np.ndarray:
+        """Label map (0 keep, 1 face, 2 brain) on the grid of ``img``."""
+        data = _as_3d_float(img)
+        ornt = nib.orientations.io_orientation(img.affine)
+        ras = nib.orientations.apply_orientation(data, ornt)
+        zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+        ras_zooms = zooms[ornt[:, 0].astype(int).argsort()]
+        # nnU-Net's NibabelIO convention: [x, y, z] -> [z, y, x]
+        arr = np.ascontiguousarray(ras.transpose(2, 1, 0))[None]
+        props = {"spacing": [float(s) for s in ras_zooms[::-1]]}
+        with contextlib.redirect_stdout(io.StringIO()):
+            seg = self._predictor.predict_single_npy_array(arr, props, None, None, False)
+        seg_ras = np.asarray(seg).transpose(2, 1, 0)
+        back = nib.orientations.apply_orientation(
+            seg_ras, nib.orientations.ornt_transform(np.c_[np.arange(3), np.ones(3)], ornt)
+        )
+        return np.ascontiguousarray(back.astype(np.uint8))
+
+    def predict(
+        self, img: nib.Nifti1Image, guard_mm: float = 4.0, min_component_ml: float = 0.5
+    ) -> MaskPrediction:
+        """Face and brain masks of ``img`` with the brain guard applied.
+
+        Parameters
+        ----------
+        img : nibabel image
+            Any orientation, voxel size and dtype; 4D images use their first volume.
+        guard_mm : float
+            No face voxel is kept within this distance of the predicted brain.
+        min_component_ml : float
+            Face islands smaller than this are dropped before the guard.
+        """
+        t0 = time.perf_counter()
+        labels = self.predict_labels(img)
+        t1 = time.perf_counter()
+        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+        face = labels == LABELS["face"]
+        brain = labels == LABELS["brain"]
+        raw_voxels = int(face.sum())
+        face = clean_face_mask(face, zooms, min_component_ml)
+        guarded = brain_guard(face, brain, zooms, guard_mm)
+        t2 = time.perf_counter()
+        return MaskPrediction(
+            face=guarded.face,
+            brain=brain,
+            face_raw_voxels=raw_voxels,
+            guard_voxels=guarded.guard_voxels,
+            seconds=t2 - t0,
+            timings={"predict": t1 - t0, "guard": t2 - t1},
+        )
