@@ -1,0 +1,380 @@
+"""Subject reports and the group index: contexts in Python, HTML in jinja2 templates.
+
+Every report is a single HTML file: CSS and figures are inlined (figures as PNG ``data:``
+URIs) and nothing is fetched, so a report opens on an air-gapped workstation. Templates
+are autoescaped because sidecar text comes from the input dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import jinja2
+
+from .. import __version__
+from ..io import atomic_path
+from .figures import RunFigures, make_run_figures
+from .mosaic import LABEL_COLOURS, PLANES
+from .surface import VIEWS
+
+__all__ = [
+    "ReportRun",
+    "write_subject_report",
+    "write_group_index",
+    "subject_context",
+    "group_context",
+    "problem_rank",
+    "render_template",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Keys of the sidecar's ``Defacing`` object shown first, with their labels and units.
+DEFACING_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("VoxelsRemoved", "Voxels removed", ""),
+    ("VolumeRemovedML", "Volume removed", "mL"),
+    ("GuardVoxels", "Voxels kept by the brain guard", ""),
+    ("Seconds", "Run time", "s"),
+    ("ModelName", "Model", ""),
+    ("ModelSHA256", "Model SHA-256", ""),
+    ("Device", "Device", ""),
+    ("ToolVersion", "Tool version", ""),
+)
+
+_LABEL_NAMES = {1: "face (removed)", 2: "brain (protected)"}
+_VIEW_TITLES = {"left": "Left", "front": "Front", "right": "Right"}
+_PLANE_TITLES = {"axial": "Axial", "sagittal": "Sagittal", "coronal": "Coronal"}
+
+
+@dataclass(frozen=True)
+class ReportRun:
+    """One image of a subject, as the report shows it.
+
+    Attributes
+    ----------
+    name : str
+        File name of the source image.
+    source : Path or None
+        The input NIfTI.
+    defaced : Path or None
+        The defaced NIfTI.
+    mask : Path or None
+        The ``uint8`` face mask on the grid of ``source``.
+    sidecar : dict
+        JSON sidecar of the defaced image; its ``Defacing`` object holds the numbers.
+    status : str
+        ``"ok"``, ``"skipped"`` or ``"failed"``.
+    error : str or None
+        Traceback text of a failed run (or the reason a run was skipped).
+    flags : tuple of str
+        Warnings raised for this run (shown prominently).
+    """
+
+    name: str
+    source: Path | None = None
+    defaced: Path | None = None
+    mask: Path | None = None
+    sidecar: dict = field(default_factory=dict)
+    status: str = "ok"
+    error: str | None = None
+    flags: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    """Human-readable text of a sidecar value; an em dash for missing ones."""
+    if value is None or value == "":
+        return "\u2014"
+    if isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, int):
+        text = f"{value:,}"
+    elif isinstance(value, float):
+        text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 1 else (
+            f"{value:.1f}"
+        )
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(_fmt(v) for v in value) if value else "none"
+    elif isinstance(value, Mapping):
+        text = json.dumps(value, default=str)
+    else:
+        text = str(value)
+    return f"{text} {unit}" if unit else text
+
+
+def _as_flags(value: Any) -> list[str]:
+    """Flags given as a string, a sequence or None, as a list of strings."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [f for f in (p.strip() for p in value.split(";")) if f]
+    if isinstance(value, (list, tuple, set)):
+        return [str(v) for v in value if str(v)]
+    return [str(value)]
+
+
+def _merge_flags(*groups: Any) -> list[str]:
+    """Union of flag lists, first occurrence order."""
+    seen: dict[str, None] = {}
+    for group in groups:
+        for flag in _as_flags(group):
+            seen.setdefault(flag, None)
+    return list(seen)
+
+
+def _subject_label(subject: str) -> str:
+    """``sub-<label>`` whether or not ``subject`` already carries the prefix."""
+    subject = str(subject)
+    return subject if subject.startswith("sub-") else f"sub-{subject}"
+
+
+def _anchor(index: int, name: str) -> str:
+    """HTML id of a run section."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", name.split(".nii")[0]).strip("-")
+    return f"run{index + 1}-{stem}" if stem else f"run{index + 1}"
+
+
+def _safe_href(href: Any) -> str | None:
+    """``href`` if it is a relative link (no scheme, not protocol-relative), else None.
+
+    Examples
+    --------
+    >>> _safe_href("sub-01.html#run1"), _safe_href("javascript:alert(1)")
+    ('sub-01.html#run1', None)
+    """
+    if not href:
+        return None
+    href = str(href)
+    if href.startswith("//") or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", href):
+        return None
+    return href
+
+
+def problem_rank(status: str, flags: Sequence[str]) -> int:
+    """Sort key of a run: failed (0), flagged (1), skipped (2), ok (3).
+
+    Examples
+    --------
+    >>> [problem_rank(s, f) for s, f in [("ok", ()), ("failed", ()), ("ok", ("x",))]]
+    [3, 0, 1]
+    """
+    if status == "failed":
+        return 0
+    if flags:
+        return 1
+    if status == "skipped":
+        return 2
+    return 3
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def _environment() -> jinja2.Environment:
+    """Jinja2 environment over the packaged templates, autoescaping everything."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("bids_deface.reports", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["fmt"] = _fmt
+    return env
+
+
+def render_template(name: str, context: Mapping[str, Any]) -> str:
+    """Render the packaged template ``name`` with ``context``."""
+    return _environment().get_template(name).render(**context)
+
+
+def _write_html(out_html: Path, text: str) -> None:
+    """Write ``text`` to ``out_html`` atomically (UTF-8)."""
+    out_html = Path(out_html)
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o644)  # reports are meant to be read by others (mkstemp gives 0600)
+    logger.info("wrote %s (%.0f kB)", out_html, out_html.stat().st_size / 1024)
+
+
+def _common_context() -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# --------------------------------------------------------------------------- subject report
+
+
+def _run_context(index: int, run: ReportRun, figures: RunFigures | None) -> dict[str, Any]:
+    sidecar = run.sidecar if isinstance(run.sidecar, Mapping) else {}
+    defacing = sidecar.get("Defacing")
+    defacing = defacing if isinstance(defacing, Mapping) else {}
+    flags = _merge_flags(run.flags, defacing.get("Flags"))
+    numbers = [
+        {"key": key, "label": label, "value": _fmt(defacing.get(key), unit)}
+        for key, label, unit in DEFACING_FIELDS
+        if key in defacing
+    ]
+    known = {k for k, _, _ in DEFACING_FIELDS} | {"Flags"}
+    numbers += [
+        {"key": str(k), "label": str(k), "value": _fmt(v)}
+        for k, v in defacing.items()
+        if k not in known
+    ]
+    figures = figures or RunFigures()
+    return {
+        "anchor": _anchor(index, run.name),
+        "name": run.name,
+        "status": run.status,
+        "rank": problem_rank(run.status, flags),
+        "flags": flags,
+        "error": run.error,
+        "numbers": numbers,
+        "voxels_removed": _fmt(defacing.get("VoxelsRemoved")),
+        "ml_removed": _fmt(defacing.get("VolumeRemovedML")),
+        "guard_voxels": _fmt(defacing.get("GuardVoxels")),
+        "seconds": _fmt(defacing.get("Seconds")),
+        "files": [
+            {"label": label, "value": Path(p).name}
+            for label, p in (("Input", run.source), ("Defaced", run.defaced), ("Mask", run.mask))
+            if p is not None
+        ],
+        "renders": [
+            {"title": title, "images": [(_VIEW_TITLES[v], figures.renders[key][v]) for v in VIEWS
+                                        if v in figures.renders[key]]}
+            for key, title in (("before", "Before"), ("after", "After"))
+            if key in figures.renders
+        ],
+        "view_titles": [_VIEW_TITLES[v] for v in VIEWS],
+        "mosaics": [(_PLANE_TITLES[p], figures.mosaics[p]) for p in PLANES if p in figures.mosaics],
+        "legend": [
+            {"name": _LABEL_NAMES[v], "rgb": "rgb({}, {}, {})".format(*LABEL_COLOURS[v][0])}
+            for v in figures.labels
+        ],
+        "notes": list(figures.notes),
+        "sidecar_json": json.dumps(sidecar, indent=2, default=str) if sidecar else "",
+    }
+
+
+def _figures_for(run: ReportRun) -> RunFigures | None:
+    """Figures of ``run``; a failure to draw them becomes a note, never an exception."""
+    if run.source is None:
+        return None
+    try:
+        return make_run_figures(run.source, run.defaced, run.mask)
+    except Exception as exc:  # a report must not fail because one figure did
+        logger.exception("figures of %s failed", run.name)
+        return RunFigures(notes=(f"Figures could not be made: {type(exc).__name__}: {exc}",))
+
+
+def subject_context(
+    subject: str, runs: Sequence[ReportRun], figures: Sequence[RunFigures | None]
+) -> dict[str, Any]:
+    """Template context of a subject report (figures already made, one per run)."""
+    items = [_run_context(i, run, fig) for i, (run, fig) in enumerate(zip(runs, figures))]
+    counts = {
+        "runs": len(items),
+        "ok": sum(r["status"] == "ok" for r in items),
+        "failed": sum(r["status"] == "failed" for r in items),
+        "skipped": sum(r["status"] == "skipped" for r in items),
+        "flagged": sum(bool(r["flags"]) for r in items),
+    }
+    return {**_common_context(), "subject": _subject_label(subject), "runs": items,
+            "counts": counts}
+
+
+def write_subject_report(out_html: Path, subject: str, runs: Sequence[ReportRun]) -> None:
+    """Write the self-contained HTML report of one subject.
+
+    Each run gets a section with its status and flags, the numbers of the sidecar's
+    ``Defacing`` object, surface renders of the head before and after defacing (left,
+    front, right), slice mosaics of the input with the face mask overlaid, and the error
+    text of a failed run.
+
+    Parameters
+    ----------
+    out_html : Path
+        Report to write (its folder is created).
+    subject : str
+        Subject label, with or without ``sub-``.
+    runs : sequence of ReportRun
+        The subject's runs, in the order to show them.
+    """
+    t0 = time.perf_counter()
+    figures = [_figures_for(run) for run in runs]
+    text = render_template("subject.html.j2", subject_context(subject, runs, figures))
+    _write_html(Path(out_html), text)
+    logger.debug("report of %s made in %.1f s", _subject_label(subject), time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- group index
+
+
+def _row_context(row: Mapping[str, Any]) -> dict[str, Any]:
+    flags = _as_flags(row.get("flags"))
+    status = str(row.get("status") or "ok")
+    error = row.get("error") or ""
+    lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
+    session = "" if row.get("session") in (None, "") else str(row.get("session"))
+    if session and not session.startswith("ses-"):
+        session = f"ses-{session}"
+    return {
+        "subject": _subject_label(row.get("subject", "")),
+        "session": session,
+        "name": str(row.get("name", "")),
+        "status": status,
+        "flags": flags,
+        "rank": problem_rank(status, flags),
+        "voxels_removed": _fmt(row.get("voxels_removed")),
+        "ml_removed": _fmt(row.get("ml_removed")),
+        "guard_voxels": _fmt(row.get("guard_voxels")),
+        "seconds": _fmt(row.get("seconds")),
+        "report": _safe_href(row.get("report")),
+        "error": str(error).strip(),
+        "error_line": lines[-1] if lines else "",
+    }
+
+
+def group_context(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Template context of the group index, rows sorted problems first."""
+    items = sorted(
+        (_row_context(r) for r in rows),
+        key=lambda r: (r["rank"], r["subject"], r["session"], r["name"]),
+    )
+    counts = {
+        "runs": len(items),
+        "subjects": len({r["subject"] for r in items}),
+        "failed": sum(r["status"] == "failed" for r in items),
+        "flagged": sum(bool(r["flags"]) and r["status"] != "failed" for r in items),
+        "skipped": sum(r["status"] == "skipped" for r in items),
+        "ok": sum(r["rank"] == 3 for r in items),
+    }
+    return {**_common_context(), "rows": items, "counts": counts}
+
+
+def write_group_index(out_html: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write the group index: one row per run, failed first, then flagged, then ok.
+
+    Parameters
+    ----------
+    out_html : Path
+        Index to write (its folder is created).
+    rows : sequence of dict
+        One per run, with keys ``subject``, ``session``, ``name``, ``status``, ``flags``,
+        ``voxels_removed``, ``ml_removed``, ``guard_voxels``, ``seconds``, ``report`` (link
+        to the subject report, relative to ``out_html``) and ``error``; missing keys show
+        as blanks. Links with a scheme (``http:``, ``javascript:``) are not linked.
+    """
+    _write_html(Path(out_html), render_template("group.html.j2", group_context(rows)))

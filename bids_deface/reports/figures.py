@@ -1,0 +1,193 @@
+"""Figures of one run, encoded as PNG ``data:`` URIs ready to inline in a report."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+
+from .mosaic import LABEL_COLOURS, PLANES, slice_mosaic
+from .surface import VIEWS, SurfaceRender, render_surface
+from .volume import RasVolume, head_threshold, mask_to_ras, render_spacing, to_isotropic, to_ras
+
+__all__ = ["RunFigures", "png_data_uri", "render_pair", "surface_images", "make_run_figures"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    """Inline images of one run.
+
+    Attributes
+    ----------
+    renders : dict
+        ``{"before" | "after": {view: data URI}}`` for the views in :data:`~.surface.VIEWS`.
+    mosaics : dict
+        ``{plane: data URI}`` for the planes in :data:`~.mosaic.PLANES`.
+    labels : tuple of int
+        Mask labels present in the mosaics (keys of :data:`~.mosaic.LABEL_COLOURS`).
+    notes : tuple of str
+        Figures that could not be made, and why.
+    """
+
+    renders: dict[str, dict[str, str]] = field(default_factory=dict)
+    mosaics: dict[str, str] = field(default_factory=dict)
+    labels: tuple[int, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def png_data_uri(image: np.ndarray | Image.Image) -> str:
+    """Encode a ``uint8`` grey or RGB image as a ``data:image/png;base64,...`` URI.
+
+    Examples
+    --------
+    >>> png_data_uri(np.zeros((2, 2), np.uint8))[:22]
+    'data:image/png;base64,'
+    """
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=6)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _crop_box(render: SurfaceRender, view: str, margin: int = 4) -> tuple[slice, slice]:
+    """Rows and columns around the pixels of ``view`` where a ray hit the surface."""
+    hit = np.isfinite(render.depth[view])
+    if not hit.any():
+        return slice(None), slice(None)
+    rows = np.flatnonzero(hit.any(axis=1))
+    cols = np.flatnonzero(hit.any(axis=0))
+    return (
+        slice(max(int(rows[0]) - margin, 0), int(rows[-1]) + 1 + margin),
+        slice(max(int(cols[0]) - margin, 0), int(cols[-1]) + 1 + margin),
+    )
+
+
+def surface_images(
+    render: SurfaceRender,
+    crops: dict[str, tuple[slice, slice]] | None = None,
+    px_per_mm: float | None = None,
+) -> dict[str, Image.Image]:
+    """Shaded views cropped to ``crops`` and resized so that pixels are square in mm.
+
+    Parameters
+    ----------
+    render : SurfaceRender
+        Output of :func:`~.surface.render_surface`.
+    crops : dict, optional
+        View name to (rows, columns) slices; default: around the surface of each view.
+    px_per_mm : float, optional
+        Output resolution; default: one pixel per smallest voxel size.
+    """
+    out: dict[str, Image.Image] = {}
+    for view, image in render.images.items():
+        box = (crops or {}).get(view) or _crop_box(render, view)
+        img = image[box]
+        row_mm, col_mm = render.pixel_mm[view]
+        scale = px_per_mm or 1.0 / min(row_mm, col_mm)
+        size = (
+            max(1, int(round(img.shape[1] * col_mm * scale))),
+            max(1, int(round(img.shape[0] * row_mm * scale))),
+        )
+        pil = Image.fromarray(np.ascontiguousarray(img))
+        out[view] = pil if pil.size == size else pil.resize(size, Image.BICUBIC)
+    return out
+
+
+def render_pair(
+    source: RasVolume, defaced: RasVolume | None, threshold: float | None = None
+) -> tuple[SurfaceRender, SurfaceRender | None]:
+    """Render an image and its defaced copy with the same threshold and grid.
+
+    Parameters
+    ----------
+    source, defaced : RasVolume
+        The original and the defaced image in RAS orientation (``defaced`` may be None).
+    threshold : float, optional
+        Surface intensity; default :func:`~.volume.head_threshold` of ``source``.
+    """
+    spacing = render_spacing(source.spacing, source.shape)
+    src = to_isotropic(source, spacing)
+    if threshold is None:
+        threshold = head_threshold(src.data)
+    before = render_surface(src, threshold)
+    after = None
+    if defaced is not None:
+        if defaced.shape != source.shape:
+            logger.warning(
+                "defaced image %s and source %s differ in shape", defaced.shape, source.shape
+            )
+        after = render_surface(to_isotropic(defaced, spacing), threshold)
+    return before, after
+
+
+def make_run_figures(
+    source: Path | None, defaced: Path | None = None, mask: Path | None = None
+) -> RunFigures:
+    """Surface renders (before/after) and mask mosaics for one run.
+
+    Each figure that cannot be made (file missing or unreadable) is left out with a note,
+    so that a broken output never prevents the report itself.
+
+    Parameters
+    ----------
+    source : Path or None
+        The input image.
+    defaced : Path or None
+        The defaced image.
+    mask : Path or None
+        Face mask on the grid of ``source``.
+    """
+    notes: list[str] = []
+    if source is None or not Path(source).exists():
+        return RunFigures(notes=("No input image: no figures.",))
+    t0 = time.perf_counter()
+    src_img = nib.load(str(source))
+    src = to_ras(src_img)
+    threshold = head_threshold(src.data)
+
+    dfc = None
+    if defaced is not None and Path(defaced).exists():
+        try:
+            dfc = to_ras(nib.load(str(defaced)))
+        except Exception as exc:  # nibabel raises many types for broken files
+            logger.exception("cannot read defaced image %s", defaced)
+            notes.append(f"Defaced image could not be read: {exc}")
+    elif defaced is not None:
+        notes.append(f"Defaced image not found: {Path(defaced).name}")
+
+    renders: dict[str, dict[str, str]] = {}
+    before, after = render_pair(src, dfc, threshold)
+    crops = {view: _crop_box(before, view) for view in VIEWS}
+    renders["before"] = {v: png_data_uri(i) for v, i in surface_images(before, crops).items()}
+    if after is not None:
+        same = dfc is not None and dfc.shape == src.shape
+        images = surface_images(after, crops if same else None)
+        renders["after"] = {v: png_data_uri(i) for v, i in images.items()}
+
+    labels_vol = None
+    if mask is not None and Path(mask).exists():
+        try:
+            labels_vol = mask_to_ras(nib.load(str(mask)), src_img)
+        except Exception as exc:  # nibabel raises many types for broken files
+            logger.exception("cannot read mask %s", mask)
+            notes.append(f"Face mask could not be read: {exc}")
+    elif mask is not None:
+        notes.append(f"Face mask not found: {Path(mask).name}")
+    mosaics = {
+        plane: png_data_uri(slice_mosaic(src, plane, threshold, labels_vol)) for plane in PLANES
+    }
+    present: tuple[int, ...] = ()
+    if labels_vol is not None:
+        values = set(np.unique(labels_vol.data).tolist())
+        present = tuple(v for v in LABEL_COLOURS if v in values)
+    logger.debug("figures of %s made in %.2f s", Path(source).name, time.perf_counter() - t0)
+    return RunFigures(renders=renders, mosaics=mosaics, labels=present, notes=tuple(notes))
