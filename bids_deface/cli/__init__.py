@@ -1,0 +1,1 @@
+"""Command-line entry points (``bids-deface``, ``bids-deface-file``)."""

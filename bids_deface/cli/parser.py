@@ -1,0 +1,131 @@
+"""Command line of the BIDS App: a pure parser and its translation into :class:`Settings`.
+
+``build_parser()`` only builds the parser (no I/O), so docs and tests can reuse it.
+``parse_args(argv)`` parses, reads the filter file and checks the paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Sequence
+
+from .. import __version__
+from ..bids.discover import load_filters, strip_prefix
+from ..errors import UsageError
+from ..settings import DEFAULT_SUFFIXES, Settings
+
+__all__ = ["build_parser", "parse_args"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _label(text: str) -> str:
+    if not text or not text.replace("-", "").isalnum():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a BIDS label")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bids-deface`` argument parser (pure: reads and checks nothing)."""
+    parser = argparse.ArgumentParser(
+        prog="bids-deface",
+        description="Remove faces and ears from the structural MRI of a BIDS dataset. "
+                    "Writes a BIDS derivative dataset: defaced images, face masks, sidecars "
+                    "and HTML reports; never modifies the input.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=Path, help="root of the input BIDS dataset")
+    parser.add_argument("output_dir", type=Path,
+                        help="where to write the derivative dataset (outside the input, or "
+                             "<bids_dir>/derivatives/<name>)")
+    parser.add_argument("analysis_level", choices=["participant", "group"],
+                        help="'participant' defaces the runs; 'group' summarises all runs in "
+                             "group.tsv and group.html")
+
+    sel = parser.add_argument_group("selecting runs")
+    sel.add_argument("--participant-label", "--participant_label", nargs="+", type=_label,
+                     default=[], metavar="LABEL",
+                     help="subjects to process, with or without 'sub-' (default: all)")
+    sel.add_argument("--session-label", "--session_label", nargs="+", type=_label, default=[],
+                     metavar="LABEL",
+                     help="sessions to process, with or without 'ses-' (default: all)")
+    sel.add_argument("--bids-filter-file", "--bids_filter_file", type=Path, metavar="FILE",
+                     help="JSON file of pybids entity filters: a flat object applied to every "
+                          "run, or named queries as in fMRIPrep (see docs/usage.md)")
+    sel.add_argument("--suffix", nargs="+", default=list(DEFAULT_SUFFIXES), metavar="SUFFIX",
+                     help="anat suffixes to deface; runs with a ce- entity are included")
+
+    run = parser.add_argument_group("running")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                     help="where the model runs; 'auto' takes a CUDA GPU when there is one")
+    run.add_argument("--nprocs", "--n-cpus", type=_positive_int, default=None, metavar="N",
+                     help="CPU threads for the model (default: all available)")
+    run.add_argument("-w", "--work-dir", type=Path, default=None, metavar="DIR",
+                     help="folder for scratch files (default: a temporary folder)")
+    run.add_argument("--model-dir", type=Path, default=None, metavar="DIR",
+                     help="nnU-Net v2 model folder to use instead of the shipped model")
+    run.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
+                     help="do not run bids-validator-deno on the input")
+    run.add_argument("--overwrite", action="store_true",
+                     help="redo runs whose outputs are already complete")
+
+    out = parser.add_argument_group("messages")
+    out.add_argument("-v", "--verbose", action="count", default=0, dest="verbosity",
+                     help="more messages (-v info, -vv debug)")
+    out.add_argument("--no-progress", action="store_true",
+                     help="plain log lines instead of a progress bar")
+    out.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _dedupe(items: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Settings:
+    """Parse ``argv`` (default ``sys.argv[1:]``) into :class:`Settings`.
+
+    Usage errors (unknown options, missing input, an output folder inside the input, an
+    unreadable filter file) exit with status 2 and a message, as argparse does.
+    """
+    from ..workflow import check_paths
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    bids_dir = Path(os.path.abspath(args.bids_dir))
+    output_dir = Path(os.path.abspath(args.output_dir))
+    if not bids_dir.is_dir():
+        parser.error(f"the input dataset {args.bids_dir} does not exist")
+    try:
+        check_paths(bids_dir, output_dir)
+        filters = load_filters(args.bids_filter_file)
+    except UsageError as exc:
+        parser.error(str(exc))
+    return Settings(
+        bids_dir=bids_dir,
+        output_dir=output_dir,
+        analysis_level=args.analysis_level,
+        participant_label=_dedupe([strip_prefix(s, "sub") for s in args.participant_label]),
+        session_label=_dedupe([strip_prefix(s, "ses") for s in args.session_label]),
+        bids_filters=filters,
+        bids_filter_file=Path(os.path.abspath(args.bids_filter_file)) if args.bids_filter_file else None,
+        suffixes=_dedupe(args.suffix),
+        device=args.device,
+        nprocs=args.nprocs,
+        work_dir=Path(os.path.abspath(args.work_dir)) if args.work_dir else None,
+        model_dir=Path(os.path.abspath(args.model_dir)) if args.model_dir else None,
+        skip_bids_validation=args.skip_bids_validation,
+        overwrite=args.overwrite,
+        verbosity=args.verbosity,
+        progress=not args.no_progress,
+    )

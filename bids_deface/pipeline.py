@@ -1,0 +1,320 @@
+"""Deface one run, in a straight line, and many runs with per-run failure isolation.
+
+One run: checksum → (skip when complete) → load → predict mask (+ brain guard) → deface →
+write image, mask, mask sidecar, and last the image's sidecar, which marks the run
+complete. The mask comes from a :class:`Masker`: the nnU-Net model in the app
+(:func:`load_face_model`), any object with the same shape in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence
+
+import nibabel as nib
+import numpy as np
+
+from . import __version__
+from .bids.discover import AnatRun
+from .bids.outputs import (
+    OutputPaths,
+    defaced_sidecar,
+    mask_sidecar,
+    output_paths,
+    read_json,
+    sha256_file,
+    write_json,
+)
+from .deface import deface_image
+from .errors import MissingContentError, ModelError
+from .io import atomic_path, load_nifti, save_mask_like, save_raw_like
+
+__all__ = [
+    "Prediction",
+    "Masker",
+    "RunResult",
+    "QC_THRESHOLDS",
+    "qc_flags",
+    "load_face_model",
+    "complete_outputs",
+    "process_run",
+    "process_runs",
+    "summarise",
+]
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["ok", "skipped", "failed"]
+
+#: Limits behind the QC flags (heuristics for an adult head; a flag asks for a look).
+QC_THRESHOLDS: Mapping[str, float] = {
+    "small_face_ml": 25.0,
+    "large_face_ml": 1500.0,
+    "guard_fraction": 0.25,
+}
+
+
+class Prediction(Protocol):
+    """What the pipeline reads from a mask prediction (see ``masking.MaskPrediction``)."""
+
+    face: np.ndarray
+    brain: np.ndarray
+    face_raw_voxels: int
+    guard_voxels: int
+    seconds: float
+
+
+class Masker(Protocol):
+    """Anything that predicts face masks: ``masking.FaceModel`` or a test double."""
+
+    name: str
+    sha256: str
+    device: Any
+
+    def predict(self, img: nib.Nifti1Image) -> Prediction: ...
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Outcome of one run."""
+
+    run: AnatRun
+    paths: OutputPaths | None
+    status: Status
+    sidecar: Mapping[str, Any] = field(default_factory=dict)
+    """The defaced image's sidecar (with ``Defacing``); empty for a failed run."""
+    error: str | None = None
+    flags: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def qc_flags(
+    removed_voxels: int,
+    removed_ml: float,
+    brain_voxels: int,
+    guard_voxels: int,
+    raw_voxels: int,
+    thresholds: Mapping[str, float] = QC_THRESHOLDS,
+) -> tuple[str, ...]:
+    """Flags that ask for a look at a run's result (none means nothing unusual).
+
+    Examples
+    --------
+    >>> qc_flags(0, 0.0, 1000, 0, 0)
+    ('no_face_removed',)
+    >>> qc_flags(5000, 300.0, 0, 10, 5010)
+    ('no_brain_found',)
+    >>> qc_flags(9000, 400.0, 1000, 6000, 15000)
+    ('guard_trimmed_face',)
+    """
+    flags = []
+    if removed_voxels == 0:
+        flags.append("no_face_removed")
+    elif removed_ml < thresholds["small_face_ml"]:
+        flags.append("small_face_mask")
+    if removed_ml > thresholds["large_face_ml"]:
+        flags.append("large_face_mask")
+    if brain_voxels == 0:
+        flags.append("no_brain_found")
+    if raw_voxels and guard_voxels > thresholds["guard_fraction"] * raw_voxels:
+        flags.append("guard_trimmed_face")
+    return tuple(flags)
+
+
+def load_face_model(model_dir: Path | None, device: str = "auto", threads: int | None = None) -> Masker:
+    """The nnU-Net face model (the shipped one when ``model_dir`` is None).
+
+    Raises
+    ------
+    ModelError
+        No model folder, or it cannot be loaded on ``device``.
+    """
+    from .data import default_model_dir
+
+    try:
+        folder = Path(model_dir) if model_dir is not None else default_model_dir()
+        from .masking import FaceModel
+
+        return FaceModel(folder, device=device, threads=threads)
+    except (FileNotFoundError, RuntimeError, ValueError, OSError, ImportError) as exc:
+        raise ModelError(f"cannot load the face model: {exc}") from exc
+
+
+def complete_outputs(paths: OutputPaths, checksum: str) -> dict[str, Any] | None:
+    """The defaced sidecar when every output of a run exists and was made from an input
+    with SHA-256 ``checksum``; None when the run must be (re)done."""
+    if not all(p.is_file() for p in paths.products):
+        return None
+    sidecar = read_json(paths.defaced_json)
+    if not sidecar:
+        return None
+    defacing = sidecar.get("Defacing")
+    if not isinstance(defacing, dict) or defacing.get("InputSHA256") != checksum:
+        return None
+    return sidecar
+
+
+def _defacing_record(
+    masker: Masker, prediction: Prediction, img: nib.Nifti1Image, checksum: str, seconds: float
+) -> dict[str, Any]:
+    zooms = img.header.get_zooms()[:3]
+    voxel_ml = float(np.prod([float(z) for z in zooms])) / 1000.0
+    removed = int(np.count_nonzero(prediction.face))
+    removed_ml = removed * voxel_ml
+    brain_voxels = int(np.count_nonzero(prediction.brain))
+    flags = qc_flags(removed, removed_ml, brain_voxels, int(prediction.guard_voxels),
+                     int(prediction.face_raw_voxels))
+    return {
+        "Tool": "bids-deface",
+        "Version": __version__,
+        "Model": masker.name,
+        "ModelSHA256": masker.sha256,
+        "Device": str(masker.device),
+        "Seconds": round(seconds, 3),
+        "PredictionSeconds": round(float(prediction.seconds), 3),
+        "VoxelsRemoved": removed,
+        "VolumeRemovedML": round(removed_ml, 3),
+        "FaceVoxelsPredicted": int(prediction.face_raw_voxels),
+        "GuardVoxels": int(prediction.guard_voxels),
+        "BrainVoxels": brain_voxels,
+        "QCFlags": list(flags),
+        "InputSHA256": checksum,
+    }
+
+
+def process_run(
+    run: AnatRun, paths: OutputPaths, get_masker: Callable[[], Masker], overwrite: bool = False
+) -> RunResult:
+    """Deface one run and write its outputs (or skip it when they are complete).
+
+    Raises whatever goes wrong; :func:`process_runs` isolates the failures.
+    """
+    t0 = time.perf_counter()
+    if not run.content_present:
+        raise MissingContentError(
+            f"{run.path} is a link to content that is not present "
+            "(for a datalad dataset, run `datalad get` on it first)"
+        )
+    if run.metadata_error:
+        raise ValueError(run.metadata_error)
+    checksum = sha256_file(run.path)
+    if not overwrite:
+        existing = complete_outputs(paths, checksum)
+        if existing is not None:
+            flags = tuple(existing.get("Defacing", {}).get("QCFlags", ()))
+            logger.info("%s: outputs complete for this input, skipped", run.name)
+            return RunResult(run, paths, "skipped", existing, None, flags,
+                             time.perf_counter() - t0)
+    # the sidecar marks completion: drop it before rewriting anything
+    paths.defaced_json.unlink(missing_ok=True)
+
+    img = load_nifti(run.path)
+    masker = get_masker()
+    prediction = masker.predict(img)
+    face = np.asarray(prediction.face, dtype=bool)
+    raw = deface_image(img, face)
+    save_raw_like(raw, img, paths.defaced)
+    save_mask_like(face, img, paths.mask)
+    write_json(paths.mask_json, mask_sidecar(run))
+    record = _defacing_record(masker, prediction, img, checksum, time.perf_counter() - t0)
+    sidecar = defaced_sidecar(run, record)
+    write_json(paths.defaced_json, sidecar)
+    paths.error_log.unlink(missing_ok=True)
+    logger.info("%s: removed %d voxels (%.1f mL) in %.1f s%s", run.name, record["VoxelsRemoved"],
+                record["VolumeRemovedML"], record["Seconds"],
+                f" [{', '.join(record['QCFlags'])}]" if record["QCFlags"] else "")
+    return RunResult(run, paths, "ok", sidecar, None, tuple(record["QCFlags"]),
+                     time.perf_counter() - t0)
+
+
+class _OnceMasker:
+    """Calls a masker factory the first time a masker is needed, then reuses it."""
+
+    def __init__(self, factory: Callable[[], Masker]) -> None:
+        self._factory = factory
+        self._masker: Masker | None = None
+
+    def __call__(self) -> Masker:
+        if self._masker is None:
+            self._masker = self._factory()
+        return self._masker
+
+
+def _write_error_log(path: Path, run: AnatRun, text: str) -> None:
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(f"source: {run.path}\n\n{text}")
+    except OSError:
+        logger.exception("cannot write the error log %s", path)
+
+
+def process_runs(
+    runs: Sequence[AnatRun],
+    output_dir: Path,
+    get_masker: Callable[[], Masker],
+    overwrite: bool = False,
+    on_start: Callable[[AnatRun], None] | None = None,
+    on_result: Callable[[RunResult], None] | None = None,
+) -> list[RunResult]:
+    """Process ``runs`` one after the other; a failing run does not stop the others.
+
+    The traceback of a failed run goes to its error log under ``<output_dir>/logs/``.
+    ``get_masker`` is called once, when the first run needs a mask, so a rerun that skips
+    everything never loads the model. A :class:`~bids_deface.errors.ModelError` stops all.
+
+    Parameters
+    ----------
+    on_start, on_result : callable, optional
+        Called before and after each run (progress display).
+    """
+    masker = _OnceMasker(get_masker)
+    claimed: dict[Path, AnatRun] = {}
+    results = []
+    for run in runs:
+        if on_start is not None:
+            on_start(run)
+        t0 = time.perf_counter()
+        paths: OutputPaths | None = None
+        try:
+            paths = output_paths(run, output_dir)
+            other = claimed.setdefault(paths.defaced, run)
+            if other is not run:
+                raise ValueError(f"{run.relpath} and {other.relpath} would both be written to "
+                                 f"{paths.defaced.name}")
+            result = process_run(run, paths, masker, overwrite=overwrite)
+        except (ModelError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            text = traceback.format_exc()
+            error = f"{type(exc).__name__}: {exc}"
+            logger.error("%s failed: %s", run.name, error)
+            if paths is not None:
+                _write_error_log(paths.error_log, run, text)
+                error = f"{error} (traceback in {paths.error_log.relative_to(output_dir)})"
+            result = RunResult(run, paths, "failed", {}, error, (), time.perf_counter() - t0)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
+
+
+def summarise(results: Iterable[RunResult]) -> dict[str, int]:
+    """Count of results per status.
+
+    Examples
+    --------
+    >>> summarise([])
+    {'ok': 0, 'skipped': 0, 'failed': 0}
+    """
+    counts = {"ok": 0, "skipped": 0, "failed": 0}
+    for r in results:
+        counts[r.status] += 1
+    return counts

@@ -1,0 +1,333 @@
+"""The two analysis levels of the BIDS App, as library functions the CLI calls.
+
+``participant``: validate the input, find the runs, prepare the derivative dataset, deface
+every run (failures isolated), write one HTML report per subject.
+``group``: summarise every run of the dataset in ``group.tsv`` and ``group.html``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .bids.discover import AnatRun, discover_runs
+from .bids.outputs import (
+    GROUP_HTML,
+    GROUP_TSV,
+    output_paths,
+    read_json,
+    sha256_file,
+    subject_report_path,
+    write_bidsignore,
+    write_dataset_description,
+    write_readme,
+)
+from .bids.validate import validate_input
+from .errors import NoRunsError, UsageError
+from .io import atomic_path
+from .pipeline import Masker, RunResult, load_face_model, process_runs, summarise
+from .settings import Settings
+
+__all__ = [
+    "LevelResult",
+    "check_paths",
+    "participant_level",
+    "group_level",
+    "group_rows",
+    "GROUP_COLUMNS",
+    "write_group_tsv",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of ``group.tsv`` (also the keys of the rows given to the group index).
+GROUP_COLUMNS: tuple[str, ...] = (
+    "subject", "session", "name", "suffix", "status", "flags", "voxels_removed", "ml_removed",
+    "guard_voxels", "brain_voxels", "seconds", "device", "model", "model_sha256", "source",
+    "defaced", "mask", "report", "error",
+)
+
+_STATUS_RANK = {"failed": 0, "missing": 1, "stale": 2}
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    """What an analysis level did: per-run results and problems outside the runs."""
+
+    results: list[RunResult] = field(default_factory=list)
+    report_errors: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return summarise(self.results)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.failed for r in self.results) or bool(self.report_errors)
+
+
+def check_paths(bids_dir: Path, output_dir: Path) -> None:
+    """Refuse an output folder that is, or lies in, the input outside ``derivatives/``.
+
+    Raises
+    ------
+    UsageError
+        The output would be written into the input dataset (or contain it).
+
+    Examples
+    --------
+    >>> check_paths(Path("/data/bids"), Path("/data/bids/derivatives/bids-deface"))
+    >>> check_paths(Path("/data/bids"), Path("/data/bids/sub-01"))
+    Traceback (most recent call last):
+    ...
+    bids_deface.errors.UsageError: the output folder /data/bids/sub-01 lies inside the input dataset /data/bids: use a folder outside it, or <bids_dir>/derivatives/<name>
+    """
+    bids = Path(os.path.realpath(bids_dir))
+    out = Path(os.path.realpath(output_dir))
+    if out == bids:
+        raise UsageError(f"the output folder must not be the input dataset {bids_dir}")
+    if bids in out.parents:
+        rel = out.relative_to(bids).parts
+        if rel[0] != "derivatives" or len(rel) < 2:
+            raise UsageError(
+                f"the output folder {output_dir} lies inside the input dataset {bids_dir}: "
+                "use a folder outside it, or <bids_dir>/derivatives/<name>"
+            )
+    if out in bids.parents:
+        raise UsageError(f"the output folder {output_dir} contains the input dataset {bids_dir}")
+
+
+def _write_settings(settings: Settings) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logs = settings.output_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"settings_{stamp}_", suffix=".json", dir=logs)
+    with os.fdopen(fd, "w") as fobj:
+        fobj.write(settings.to_json())
+    return Path(name)
+
+
+def _reports_api() -> Any | None:
+    """The HTML report module, or None (with the reason logged) when it cannot be used."""
+    try:
+        from . import reports
+    except ImportError as exc:
+        logger.warning("HTML reports are not available: %s", exc)
+        return None
+    names = ("ReportRun", "write_subject_report", "write_group_index")
+    if not all(hasattr(reports, n) for n in names):
+        logger.warning("HTML reports are not available: bids_deface.reports lacks %s", names)
+        return None
+    return reports
+
+
+def _report_run(reports: Any, result: RunResult) -> Any:
+    paths = result.paths
+    exists = (lambda p: p if p is not None and p.is_file() else None)
+    return reports.ReportRun(
+        name=result.run.name,
+        source=result.run.path if result.run.content_present else None,
+        defaced=exists(paths.defaced) if paths else None,
+        mask=exists(paths.mask) if paths else None,
+        sidecar=dict(result.sidecar),
+        status=result.status,
+        error=result.error,
+        flags=tuple(result.flags),
+    )
+
+
+def _write_subject_reports(output_dir: Path, results: Sequence[RunResult]) -> list[str]:
+    reports = _reports_api()
+    if reports is None:
+        return []
+    errors = []
+    by_subject: dict[str, list[RunResult]] = {}
+    for r in results:
+        by_subject.setdefault(r.run.subject, []).append(r)
+    for subject, runs in sorted(by_subject.items()):
+        out = subject_report_path(output_dir, subject)
+        try:
+            reports.write_subject_report(out, subject, [_report_run(reports, r) for r in runs])
+        except Exception as exc:  # a report must not hide the outputs already written
+            log = output_dir / "logs" / f"{out.stem}_report_error.log"
+            with atomic_path(log) as tmp:
+                tmp.write_text(traceback.format_exc())
+            errors.append(f"report of sub-{subject}: {type(exc).__name__}: {exc}")
+            logger.error("cannot write the report of sub-%s: %s (traceback in %s)", subject, exc, log)
+    return errors
+
+
+def _discover(settings: Settings) -> list[AnatRun]:
+    runs = discover_runs(settings.bids_dir, settings.participant_label, settings.session_label,
+                         settings.suffixes, settings.bids_filters)
+    if not runs:
+        raise NoRunsError(
+            f"no structural run in {settings.bids_dir} matches the selection "
+            f"(suffixes {', '.join(settings.suffixes)}"
+            + (f"; participants {', '.join(settings.participant_label)}" if settings.participant_label else "")
+            + (f"; sessions {', '.join(settings.session_label)}" if settings.session_label else "")
+            + (f"; filters {settings.bids_filter_file}" if settings.bids_filter_file else "")
+            + ")"
+        )
+    return runs
+
+
+def participant_level(
+    settings: Settings,
+    get_masker: Callable[[], Masker] | None = None,
+    on_start: Callable[[AnatRun], None] | None = None,
+    on_result: Callable[[RunResult], None] | None = None,
+    on_runs: Callable[[Sequence[AnatRun]], None] | None = None,
+) -> LevelResult:
+    """Deface every selected run of the dataset.
+
+    Parameters
+    ----------
+    settings : Settings
+        What to do.
+    get_masker : callable, optional
+        Returns the masker; default loads the face model of ``settings`` (only when a run
+        needs it).
+    on_start, on_result : callable, optional
+        Progress hooks, called before and after each run.
+    on_runs : callable, optional
+        Called once with the list of runs found (e.g. to size a progress bar).
+    """
+    check_paths(settings.bids_dir, settings.output_dir)
+    if settings.skip_bids_validation:
+        logger.info("BIDS validation skipped")
+    else:
+        with tempfile.TemporaryDirectory(dir=settings.work_dir) as scratch:
+            work = Path(settings.work_dir) if settings.work_dir else Path(scratch)
+            validate_input(settings.bids_dir, report_json=work / "bids_validator_input.json")
+    runs = _discover(settings)
+    if on_runs is not None:
+        on_runs(runs)
+    output_dir = settings.output_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_dataset_description(settings.bids_dir, output_dir)
+    write_bidsignore(output_dir)
+    write_readme(output_dir)
+    _write_settings(settings)
+    if get_masker is None:
+        get_masker = lambda: load_face_model(settings.model_dir, settings.device, settings.nprocs)  # noqa: E731
+    results = process_runs(runs, output_dir, get_masker, overwrite=settings.overwrite,
+                           on_start=on_start, on_result=on_result)
+    report_errors = _write_subject_reports(output_dir, results)
+    counts = summarise(results)
+    logger.info("%d run(s): %d defaced, %d already complete, %d failed", len(results),
+                counts["ok"], counts["skipped"], counts["failed"])
+    return LevelResult(results, report_errors)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def group_rows(settings: Settings, runs: Sequence[AnatRun]) -> list[dict[str, Any]]:
+    """One row per run (see :data:`GROUP_COLUMNS`), problems first.
+
+    A run is ``ok`` when its outputs are complete for the input as it is now, ``stale``
+    when the input changed since, ``failed`` when its last attempt left an error log, and
+    ``missing`` when it was never processed.
+    """
+    out = settings.output_dir
+    rows = []
+    for run in runs:
+        paths = output_paths(run, out)
+        sidecar = read_json(paths.defaced_json) if paths.defaced_json.is_file() else None
+        defacing = (sidecar or {}).get("Defacing") or {}
+        complete = bool(defacing) and all(p.is_file() for p in paths.products)
+        flags = list(defacing.get("QCFlags", [])) if complete else []
+        error = ""
+        if complete:
+            current = sha256_file(run.path) if run.content_present else None
+            status = "ok" if current == defacing.get("InputSHA256") else "stale"
+            if status == "stale":
+                flags.append("input_changed")
+        elif paths.error_log.is_file():
+            status, error = "failed", _last_line(paths.error_log)
+        else:
+            status = "missing"
+            flags.append("not_processed")
+        report = subject_report_path(out, run.subject)
+        rows.append({
+            "subject": run.subject,
+            "session": run.session or "",
+            "name": run.name,
+            "suffix": run.suffix,
+            "status": status,
+            "flags": flags,
+            "voxels_removed": defacing.get("VoxelsRemoved") if complete else None,
+            "ml_removed": defacing.get("VolumeRemovedML") if complete else None,
+            "guard_voxels": defacing.get("GuardVoxels") if complete else None,
+            "brain_voxels": defacing.get("BrainVoxels") if complete else None,
+            "seconds": defacing.get("Seconds") if complete else None,
+            "device": defacing.get("Device") if complete else None,
+            "model": defacing.get("Model") if complete else None,
+            "model_sha256": defacing.get("ModelSHA256") if complete else None,
+            "source": run.relpath,
+            "defaced": paths.defaced.relative_to(out).as_posix() if complete else None,
+            "mask": paths.mask.relative_to(out).as_posix() if complete else None,
+            "report": report.relative_to(out).as_posix() if report.is_file() else None,
+            "error": error,
+        })
+    rows.sort(key=lambda r: (_STATUS_RANK.get(r["status"], 3 if r["flags"] else 4),
+                             r["subject"], r["session"], r["name"]))
+    return rows
+
+
+def write_group_tsv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write the rows as a BIDS-style TSV (``n/a`` for missing values, flags comma-joined)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    writer.writerow(GROUP_COLUMNS)
+    for row in rows:
+        values = []
+        for col in GROUP_COLUMNS:
+            value = row.get(col)
+            if isinstance(value, (list, tuple)):
+                value = ",".join(str(v) for v in value)
+            values.append("n/a" if value is None or value == "" else
+                          str(value).replace("\t", " ").replace("\n", " "))
+        writer.writerow(values)
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def group_level(settings: Settings) -> LevelResult:
+    """Write ``group.tsv`` and ``group.html`` for every selected run of the dataset."""
+    check_paths(settings.bids_dir, settings.output_dir)
+    runs = _discover(settings)
+    out = settings.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_bidsignore(out)
+    rows = group_rows(settings, runs)
+    write_group_tsv(out / GROUP_TSV, rows)
+    report_errors = []
+    reports = _reports_api()
+    if reports is not None:
+        try:
+            reports.write_group_index(out / GROUP_HTML, rows)
+        except Exception as exc:
+            report_errors.append(f"group index: {type(exc).__name__}: {exc}")
+            logger.exception("cannot write the group index")
+    by_status: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    logger.info("group summary of %d run(s) (%s) in %s", len(rows),
+                ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())), out / GROUP_TSV)
+    return LevelResult([], report_errors, rows)
