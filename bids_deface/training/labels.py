@@ -1,0 +1,247 @@
+"""Label maps of the source heads: 0 keep / 1 face / 2 brain, plus tissue classes.
+
+The ``face`` label follows DESIGN §1 and is derived from two masks of the head itself:
+
+* ``brain`` — an independent brain mask (deepbet);
+* ``head`` — the head's tissue, thresholded and filled.
+
+Working in the head's RAS frame (millimetres), with ``y_front`` the most anterior brain
+point and ``z_orb`` the underside of the frontal lobe just behind it (the orbital roofs):
+
+* **front of the face** — every voxel, tissue or air, in front of the coronal plane
+  ``y_front - behind_mm`` and below ``z_orb + above_mm``: eyeballs and lids, nose, lips,
+  cheeks and chin in front of the jaw, and the air in front of them;
+* **ears** — what a morphological opening of the head (ball of ``ear_open_mm``) removes
+  beside the temporal lobes: the pinnae, which are thin plates standing out of the head,
+  grown by ``ear_margin_mm`` into the surrounding air;
+* minus everything within ``brain_margin_mm`` of the brain.
+
+The tissue classes (k-means of the intensities, separately inside and outside the brain,
+plus air) are used only to synthesise training images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["FaceRule", "HeadLabels", "head_mask", "face_label", "tissue_classes", "make_labels", "main"]
+
+logger = logging.getLogger(__name__)
+
+N_BRAIN_CLASSES = 3
+N_HEAD_CLASSES = 4
+
+
+@dataclass(frozen=True)
+class FaceRule:
+    """Geometry of the face label, in millimetres."""
+
+    behind_mm: float = 28.0
+    above_mm: float = 4.0
+    ear_open_mm: float = 7.0
+    ear_margin_mm: float = 5.0
+    brain_margin_mm: float = 3.0
+    air_mm: float = 20.0
+    ear_brain_mm: float = 12.0
+
+
+@dataclass
+class HeadLabels:
+    """Label maps of one head on its own RAS grid."""
+
+    affine: np.ndarray
+    target: np.ndarray  # uint8: 0 keep, 1 face, 2 brain
+    tissue: np.ndarray  # uint8: 0 air, 1..N tissue classes
+    head: np.ndarray  # bool
+
+
+def _edt(mask: np.ndarray, zooms: np.ndarray) -> np.ndarray:
+    return ndimage.distance_transform_edt(~mask, sampling=zooms)
+
+
+def head_mask(data: np.ndarray, zooms: np.ndarray) -> np.ndarray:
+    """Head tissue: above a robust threshold, largest component, holes filled per slice."""
+    finite = data[np.isfinite(data)]
+    hi = np.percentile(finite, 99.5)
+    lo = np.percentile(finite, 2)
+    thr = lo + 0.08 * (hi - lo)
+    mask = data > thr
+    mask = ndimage.binary_opening(mask, iterations=1)
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == sizes.argmax()
+    # close small gaps (sinuses, ear canals) and fill cavities slice by slice
+    mask = ndimage.binary_closing(mask, structure=np.ones((3, 3, 3)), iterations=2)
+    for axis in range(3):
+        filled = np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(mask, axis, 0)], 0)
+        mask = np.moveaxis(filled, 0, axis)
+    return mask
+
+
+def _world_coords(shape: tuple[int, ...], affine: np.ndarray, axis: int) -> np.ndarray:
+    """World coordinate (RAS, mm) along ``axis`` for an axis-aligned RAS affine."""
+    idx = np.arange(shape[axis])
+    return affine[axis, axis] * idx + affine[axis, 3]
+
+
+def face_label(head: np.ndarray, brain: np.ndarray, affine: np.ndarray,
+               rule: FaceRule = FaceRule()) -> np.ndarray:
+    """Boolean face-and-ears label on a RAS grid (see module docstring)."""
+    zooms = np.abs(np.diag(affine)[:3])
+    xs, ys, zs = (_world_coords(head.shape, affine, a) for a in range(3))
+    bi = np.argwhere(brain)
+    bx, by, bz = xs[bi[:, 0]], ys[bi[:, 1]], zs[bi[:, 2]]
+    y_front = by.max()
+    x_mid = float(np.median(bx))
+    frontal = by > y_front - 30.0
+    z_orb = float(np.percentile(bz[frontal], 2))
+    Y = ys[None, :, None]
+    Z = zs[None, None, :]
+    front = (Y > y_front - rule.behind_mm) & (Z < z_orb + rule.above_mm)
+    # the air in front of the face, not the whole field of view
+    front = np.broadcast_to(front, head.shape) & (_edt(head, zooms) <= rule.air_mm)
+
+    # pinnae: thin parts of the head that an opening removes, beside the temporal lobes
+    inside = ndimage.distance_transform_edt(head, sampling=zooms)
+    core = inside > rule.ear_open_mm
+    opened = _edt(core, zooms) <= rule.ear_open_mm
+    thin = head & ~opened
+    lateral = np.abs(bx - x_mid) > 0.6 * (np.abs(bx - x_mid).max())
+    z_temporal = float(np.percentile(bz[lateral], 3))
+    y_stem = float(np.median(by[bz < np.percentile(bz, 3)]))
+    X = xs[:, None, None]
+    half_width = np.abs(bx - x_mid).max()
+    box = ((np.abs(X - x_mid) > half_width - 5.0)
+           & (Y > y_stem - 45.0) & (Y < y_stem + 35.0)
+           & (Z > z_temporal - 45.0) & (Z < z_temporal + 35.0))
+    ears = thin & box
+    lab, n = ndimage.label(ears)
+    if n:
+        sizes = ndimage.sum(ears, lab, index=np.arange(1, n + 1)) * float(np.prod(zooms)) / 1000.0
+        keep = np.zeros(n + 1, bool)
+        keep[1:] = sizes > 0.5  # mL
+        ears = keep[lab]
+    # the helix is what the opening peels off; the concha and lobule lie within its hull
+    ears = _hull_per_side(ears, xs, x_mid)
+    ears = _edt(ears, zooms) <= rule.ear_margin_mm if ears.any() else ears
+    ears &= np.broadcast_to(np.abs(X - x_mid) > half_width - 5.0, head.shape)
+    ears &= _edt(brain, zooms) > rule.ear_brain_mm
+
+    protected = _edt(brain, zooms) <= rule.brain_margin_mm
+    return (front | ears) & ~protected
+
+
+def _hull_per_side(mask: np.ndarray, xs: np.ndarray, x_mid: float) -> np.ndarray:
+    """Fill the convex hull of ``mask`` separately left and right of ``x_mid``."""
+    from scipy.spatial import Delaunay
+
+    out = np.zeros_like(mask)
+    for side in (xs < x_mid, xs >= x_mid):
+        part = mask & side[:, None, None]
+        pts = np.argwhere(part)
+        if len(pts) < 8:
+            out |= part
+            continue
+        lo, hi = pts.min(0), pts.max(0) + 1
+        try:
+            tri = Delaunay(pts)
+        except Exception:  # flat point sets
+            out |= part
+            continue
+        grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1)
+        inside = tri.find_simplex(grid.reshape(-1, 3)) >= 0
+        box = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        box |= inside.reshape(grid.shape[:3])
+    return out
+
+
+def _kmeans_1d(values: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Sorted cluster centres of 1D values (Lloyd's algorithm on quantile starts)."""
+    rng = np.random.default_rng(seed)
+    sample = values if values.size < 200_000 else rng.choice(values, 200_000, replace=False)
+    centres = np.quantile(sample, (np.arange(k) + 0.5) / k)
+    for _ in range(50):
+        assign = np.abs(sample[:, None] - centres[None]).argmin(1)
+        new = np.array([sample[assign == i].mean() if (assign == i).any() else centres[i]
+                        for i in range(k)])
+        if np.allclose(new, centres):
+            break
+        centres = new
+    return np.sort(centres)
+
+
+def tissue_classes(data: np.ndarray, head: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """0 air; 1..3 brain intensity clusters; 4..7 other head tissue clusters."""
+    out = np.zeros(data.shape, np.uint8)
+    for mask, offset, k in ((brain, 1, N_BRAIN_CLASSES), (head & ~brain, 1 + N_BRAIN_CLASSES, N_HEAD_CLASSES)):
+        vals = data[mask]
+        centres = _kmeans_1d(vals, k)
+        edges = (centres[1:] + centres[:-1]) / 2
+        out[mask] = (np.searchsorted(edges, vals) + offset).astype(np.uint8)
+    return out
+
+
+def make_labels(img: nib.Nifti1Image, brain: np.ndarray, rule: FaceRule = FaceRule()) -> HeadLabels:
+    """Label maps of one head, on its closest-canonical (RAS) grid."""
+    ras = nib.as_closest_canonical(img)
+    brain_img = nib.as_closest_canonical(nib.Nifti1Image(brain.astype(np.uint8), img.affine))
+    data = ras.get_fdata(dtype=np.float32)
+    brain_ras = np.asanyarray(brain_img.dataobj) > 0
+    # an axis-aligned RAS affine (rotations of a few degrees in the header are dropped)
+    zooms = np.asarray(ras.header.get_zooms()[:3], float)
+    affine = np.diag([*zooms, 1.0])
+    affine[:3, 3] = ras.affine[:3, 3]
+    head = head_mask(data, zooms) | brain_ras
+    face = face_label(head, brain_ras, affine, rule)
+    target = np.zeros(data.shape, np.uint8)
+    target[face] = 1
+    target[brain_ras] = 2
+    tissue = tissue_classes(data, head, brain_ras)
+    return HeadLabels(affine=affine, target=target, tissue=tissue, head=head)
+
+
+def save_labels(labels: HeadLabels, out_dir: Path, name: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(labels.target, labels.affine), out_dir / f"{name}_target.nii.gz")
+    nib.save(nib.Nifti1Image(labels.tissue, labels.affine), out_dir / f"{name}_tissue.nii.gz")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build label maps of the source heads.")
+    parser.add_argument("--sources", type=Path, default=Path("cache/sources"))
+    parser.add_argument("--out", type=Path, default=Path("cache/labels"))
+    parser.add_argument("--heads", nargs="+", required=True)
+    parser.add_argument("--previews", action="store_true", help="write PNG previews")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from ..brainmask import deepbet_brain_mask
+
+    for name in args.heads:
+        img = nib.load(args.sources / f"{name}.nii.gz")
+        brain = deepbet_brain_mask(img)
+        labels = make_labels(img, brain)
+        save_labels(labels, args.out, name)
+        zooms = np.abs(np.diag(labels.affine)[:3])
+        vml = float(np.prod(zooms)) / 1000
+        logger.info("%s: face %.0f mL, brain %.0f mL", name, (labels.target == 1).sum() * vml,
+                    (labels.target == 2).sum() * vml)
+        if args.previews:
+            from .preview import label_preview
+
+            label_preview(img, labels, args.out / f"{name}_preview.png")
+    (args.out / "rule.json").write_text(json.dumps(asdict(FaceRule()), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
