@@ -43,10 +43,15 @@ DEFACING_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("GuardVoxels", "Voxels kept by the brain guard", ""),
     ("Seconds", "Run time", "s"),
     ("ModelName", "Model", ""),
+    ("Model", "Model", ""),
     ("ModelSHA256", "Model SHA-256", ""),
     ("Device", "Device", ""),
     ("ToolVersion", "Tool version", ""),
+    ("InputSHA256", "Input SHA-256", ""),
 )
+
+#: Keys of the ``Defacing`` object that hold flags (shown as flags, not as numbers).
+FLAG_KEYS: tuple[str, ...] = ("Flags", "QCFlags")
 
 _LABEL_NAMES = {1: "face (removed)", 2: "brain (protected)"}
 _VIEW_TITLES = {"left": "Left", "front": "Front", "right": "Right"}
@@ -159,8 +164,39 @@ def _safe_href(href: Any) -> str | None:
     return href
 
 
+def _counts(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Numbers of runs per outcome, and the summary boxes shown at the top of a page."""
+    by_status: dict[str, int] = {}
+    for item in items:
+        by_status[item["status"]] = by_status.get(item["status"], 0) + 1
+    failed = by_status.get("failed", 0)
+    flagged = sum(bool(r["flags"]) and r["status"] != "failed" for r in items)
+    clean = sum(r["rank"] == 3 for r in items)
+    boxes = [
+        {"label": "images", "n": len(items), "cls": ""},
+        {"label": "failed", "n": failed, "cls": "bad" if failed else ""},
+        {"label": "flagged", "n": flagged, "cls": "warn" if flagged else ""},
+    ]
+    boxes += [
+        {"label": status, "n": n, "cls": ""}
+        for status, n in sorted(by_status.items())
+        if status not in ("ok", "failed")
+    ]
+    boxes.append({"label": "ok, no flags", "n": clean, "cls": "good" if clean else ""})
+    return {"runs": len(items), "failed": failed, "flagged": flagged, "ok": clean,
+            "by_status": by_status, "boxes": boxes}
+
+
+def status_class(status: str) -> str:
+    """CSS class of a status badge: ``ok``, ``failed``, ``skipped`` or ``other``."""
+    return status if status in ("ok", "failed", "skipped") else "other"
+
+
 def problem_rank(status: str, flags: Sequence[str]) -> int:
     """Sort key of a run: failed (0), flagged (1), skipped (2), ok (3).
+
+    Statuses other than ``ok`` and ``skipped`` (e.g. ``stale``, ``missing``) rank with the
+    flagged runs.
 
     Examples
     --------
@@ -169,7 +205,7 @@ def problem_rank(status: str, flags: Sequence[str]) -> int:
     """
     if status == "failed":
         return 0
-    if flags:
+    if flags or status not in ("ok", "skipped"):
         return 1
     if status == "skipped":
         return 2
@@ -190,6 +226,7 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["fmt"] = _fmt
+    env.filters["status_class"] = status_class
     return env
 
 
@@ -221,13 +258,13 @@ def _run_context(index: int, run: ReportRun, figures: RunFigures | None) -> dict
     sidecar = run.sidecar if isinstance(run.sidecar, Mapping) else {}
     defacing = sidecar.get("Defacing")
     defacing = defacing if isinstance(defacing, Mapping) else {}
-    flags = _merge_flags(run.flags, defacing.get("Flags"))
+    flags = _merge_flags(run.flags, *(defacing.get(k) for k in FLAG_KEYS))
     numbers = [
         {"key": key, "label": label, "value": _fmt(defacing.get(key), unit)}
         for key, label, unit in DEFACING_FIELDS
         if key in defacing
     ]
-    known = {k for k, _, _ in DEFACING_FIELDS} | {"Flags"}
+    known = {k for k, _, _ in DEFACING_FIELDS} | set(FLAG_KEYS)
     numbers += [
         {"key": str(k), "label": str(k), "value": _fmt(v)}
         for k, v in defacing.items()
@@ -284,13 +321,7 @@ def subject_context(
 ) -> dict[str, Any]:
     """Template context of a subject report (figures already made, one per run)."""
     items = [_run_context(i, run, fig) for i, (run, fig) in enumerate(zip(runs, figures))]
-    counts = {
-        "runs": len(items),
-        "ok": sum(r["status"] == "ok" for r in items),
-        "failed": sum(r["status"] == "failed" for r in items),
-        "skipped": sum(r["status"] == "skipped" for r in items),
-        "flagged": sum(bool(r["flags"]) for r in items),
-    }
+    counts = _counts(items)
     return {**_common_context(), "subject": _subject_label(subject), "runs": items,
             "counts": counts}
 
@@ -353,14 +384,8 @@ def group_context(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         (_row_context(r) for r in rows),
         key=lambda r: (r["rank"], r["subject"], r["session"], r["name"]),
     )
-    counts = {
-        "runs": len(items),
-        "subjects": len({r["subject"] for r in items}),
-        "failed": sum(r["status"] == "failed" for r in items),
-        "flagged": sum(bool(r["flags"]) and r["status"] != "failed" for r in items),
-        "skipped": sum(r["status"] == "skipped" for r in items),
-        "ok": sum(r["rank"] == 3 for r in items),
-    }
+    counts = _counts(items)
+    counts["subjects"] = len({r["subject"] for r in items})
     return {**_common_context(), "rows": items, "counts": counts}
 
 

@@ -118,14 +118,16 @@ def render_pair(
     src = to_isotropic(source, spacing)
     if threshold is None:
         threshold = head_threshold(src.data)
-    before = render_surface(src, threshold)
+    # thick slices: smooth across them by half their thickness, so steps do not show
+    sigma = tuple(max(1.0, 0.5 * s) for s in source.spacing)
+    before = render_surface(src, threshold, sigma_mm=sigma)
     after = None
     if defaced is not None:
         if defaced.shape != source.shape:
             logger.warning(
                 "defaced image %s and source %s differ in shape", defaced.shape, source.shape
             )
-        after = render_surface(to_isotropic(defaced, spacing), threshold)
+        after = render_surface(to_isotropic(defaced, spacing), threshold, sigma_mm=sigma)
     return before, after
 
 

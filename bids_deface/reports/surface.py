@@ -79,11 +79,12 @@ def _view_spacing(spacing: tuple[float, float, float], view: str) -> tuple[float
     return sx, sz, sy
 
 
-def smooth(vol: RasVolume, sigma_mm: float = 1.0) -> RasVolume:
-    """Gaussian smoothing of ``vol`` with a standard deviation of ``sigma_mm``."""
-    if sigma_mm <= 0:
+def smooth(vol: RasVolume, sigma_mm: float | tuple[float, float, float] = 1.0) -> RasVolume:
+    """Gaussian smoothing of ``vol`` with a standard deviation of ``sigma_mm`` (per axis)."""
+    sig = (sigma_mm,) * 3 if np.isscalar(sigma_mm) else tuple(sigma_mm)  # type: ignore[arg-type]
+    if max(sig) <= 0:
         return vol
-    sigma = [sigma_mm / s for s in vol.spacing]
+    sigma = [m / s for m, s in zip(sig, vol.spacing)]
     data = ndimage.gaussian_filter(vol.data.astype(np.float32, copy=False), sigma, truncate=2.5)
     return RasVolume(data=data, spacing=vol.spacing)
 
@@ -188,7 +189,7 @@ def render_surface(
     vol: RasVolume,
     threshold: float,
     views: tuple[str, ...] = VIEWS,
-    sigma_mm: float = 1.0,
+    sigma_mm: float | tuple[float, float, float] = 1.0,
 ) -> SurfaceRender:
     """Render the surface ``vol > threshold`` from each of ``views``.
 
@@ -200,8 +201,8 @@ def render_surface(
         Surface intensity (use the same value for an image and its defaced copy).
     views : tuple of str
         Any of :data:`VIEWS`.
-    sigma_mm : float
-        Smoothing applied before casting rays (0 disables it).
+    sigma_mm : float or tuple of float
+        Smoothing applied before casting rays, in mm, overall or per axis (0 disables it).
 
     Returns
     -------

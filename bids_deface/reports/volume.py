@@ -20,6 +20,8 @@ __all__ = [
     "to_ras",
     "mask_to_ras",
     "to_isotropic",
+    "render_spacing",
+    "MAX_RENDER_VOXELS",
     "head_threshold",
     "otsu_threshold",
 ]
