@@ -237,11 +237,13 @@ def test_group_index_orders_problems_first(tmp_path: Path) -> None:
              report="javascript:alert(1)", error="Traceback\nRuntimeError: <boom>"),
         dict(base, subject="04", name="d_skipped.nii.gz", status="skipped", flags=(),
              report="sub-04.html", error="already defaced"),
+        dict(base, subject="05", name="e_stale.nii.gz", status="stale", flags=["input_changed"],
+             report=None, error=""),
     ]
     out = tmp_path / "index.html"
     write_group_index(out, rows)
     html = out.read_text(encoding="utf-8")
-    order = [html.index(n) for n in ("c_failed", "b_flagged", "d_skipped", "a_ok")]
+    order = [html.index(n) for n in ("c_failed", "e_stale", "b_flagged", "d_skipped", "a_ok")]
     assert order == sorted(order)
     assert "javascript:" not in html
     assert 'href="sub-02.html"' in html

@@ -41,12 +41,17 @@ DEFACING_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("VoxelsRemoved", "Voxels removed", ""),
     ("VolumeRemovedML", "Volume removed", "mL"),
     ("GuardVoxels", "Voxels kept by the brain guard", ""),
+    ("FaceVoxelsPredicted", "Face voxels predicted", ""),
+    ("BrainVoxels", "Brain voxels predicted", ""),
     ("Seconds", "Run time", "s"),
+    ("PredictionSeconds", "Prediction time", "s"),
     ("ModelName", "Model", ""),
     ("Model", "Model", ""),
     ("ModelSHA256", "Model SHA-256", ""),
     ("Device", "Device", ""),
+    ("Tool", "Tool", ""),
     ("ToolVersion", "Tool version", ""),
+    ("Version", "Tool version", ""),
     ("InputSHA256", "Input SHA-256", ""),
 )
 
@@ -116,6 +121,21 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{text} {unit}" if unit else text
 
 
+def _key_label(key: str) -> str:
+    """Words of a CamelCase sidecar key.
+
+    Examples
+    --------
+    >>> _key_label("PredictionSeconds"), _key_label("InputSHA256")
+    ('Prediction seconds', 'Input SHA256')
+    """
+    words = re.findall(r"[A-Z]+(?![a-z])\d*|[A-Z]?[a-z]+\d*|\d+", str(key))
+    if not words:
+        return str(key)
+    text = " ".join(w if w.isupper() else w.lower() for w in words)
+    return text[0].upper() + text[1:]
+
+
 def _as_flags(value: Any) -> list[str]:
     """Flags given as a string, a sequence or None, as a list of strings."""
     if value is None or value == "":
@@ -171,7 +191,7 @@ def _counts(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         by_status[item["status"]] = by_status.get(item["status"], 0) + 1
     failed = by_status.get("failed", 0)
     flagged = sum(bool(r["flags"]) and r["status"] != "failed" for r in items)
-    clean = sum(r["rank"] == 3 for r in items)
+    clean = sum(r["rank"] == 4 for r in items)
     boxes = [
         {"label": "images", "n": len(items), "cls": ""},
         {"label": "failed", "n": failed, "cls": "bad" if failed else ""},
@@ -193,23 +213,25 @@ def status_class(status: str) -> str:
 
 
 def problem_rank(status: str, flags: Sequence[str]) -> int:
-    """Sort key of a run: failed (0), flagged (1), skipped (2), ok (3).
+    """Sort key of a run, problems first.
 
-    Statuses other than ``ok`` and ``skipped`` (e.g. ``stale``, ``missing``) rank with the
-    flagged runs.
+    ``failed`` (0); any other status that is neither ``ok`` nor ``skipped``, such as
+    ``stale`` or ``missing`` (1); flagged runs (2); ``skipped`` (3); ``ok`` (4).
 
     Examples
     --------
     >>> [problem_rank(s, f) for s, f in [("ok", ()), ("failed", ()), ("ok", ("x",))]]
-    [3, 0, 1]
+    [4, 0, 2]
     """
     if status == "failed":
         return 0
-    if flags or status not in ("ok", "skipped"):
+    if status not in ("ok", "skipped"):
         return 1
-    if status == "skipped":
+    if flags:
         return 2
-    return 3
+    if status == "skipped":
+        return 3
+    return 4
 
 
 # --------------------------------------------------------------------------- templates
@@ -266,7 +288,7 @@ def _run_context(index: int, run: ReportRun, figures: RunFigures | None) -> dict
     ]
     known = {k for k, _, _ in DEFACING_FIELDS} | set(FLAG_KEYS)
     numbers += [
-        {"key": str(k), "label": str(k), "value": _fmt(v)}
+        {"key": str(k), "label": _key_label(k), "value": _fmt(v)}
         for k, v in defacing.items()
         if k not in known
     ]
