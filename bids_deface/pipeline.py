@@ -141,6 +141,8 @@ def load_face_model(model_dir: Path | None, device: str = "auto", threads: int |
 
     try:
         folder = Path(model_dir) if model_dir is not None else default_model_dir()
+        if not (folder / "plans.json").is_file():
+            raise FileNotFoundError(f"{folder} is not an nnU-Net v2 model folder (no plans.json)")
         from .masking import FaceModel
 
         return FaceModel(folder, device=device, threads=threads)
@@ -210,7 +212,7 @@ def process_run(
         existing = complete_outputs(paths, checksum)
         if existing is not None:
             flags = tuple(existing.get("Defacing", {}).get("QCFlags", ()))
-            logger.info("%s: outputs complete for this input, skipped", run.name)
+            logger.debug("%s: outputs complete for this input, skipped", run.name)
             return RunResult(run, paths, "skipped", existing, None, flags,
                              time.perf_counter() - t0)
     # the sidecar marks completion: drop it before rewriting anything
@@ -228,7 +230,7 @@ def process_run(
     sidecar = defaced_sidecar(run, record)
     write_json(paths.defaced_json, sidecar)
     paths.error_log.unlink(missing_ok=True)
-    logger.info("%s: removed %d voxels (%.1f mL) in %.1f s%s", run.name, record["VoxelsRemoved"],
+    logger.debug("%s: removed %d voxels (%.1f mL) in %.1f s%s", run.name, record["VoxelsRemoved"],
                 record["VolumeRemovedML"], record["Seconds"],
                 f" [{', '.join(record['QCFlags'])}]" if record["QCFlags"] else "")
     return RunResult(run, paths, "ok", sidecar, None, tuple(record["QCFlags"]),
@@ -295,7 +297,7 @@ def process_runs(
         except Exception as exc:
             text = traceback.format_exc()
             error = f"{type(exc).__name__}: {exc}"
-            logger.error("%s failed: %s", run.name, error)
+            logger.debug("%s failed: %s", run.name, error)
             if paths is not None:
                 _write_error_log(paths.error_log, run, text)
                 error = f"{error} (traceback in {paths.error_log.relative_to(output_dir)})"

@@ -224,7 +224,7 @@ def participant_level(
                            on_start=on_start, on_result=on_result)
     report_errors = _write_subject_reports(output_dir, results)
     counts = summarise(results)
-    logger.info("%d run(s): %d defaced, %d already complete, %d failed", len(results),
+    logger.debug("%d run(s): %d defaced, %d already complete, %d failed", len(results),
                 counts["ok"], counts["skipped"], counts["failed"])
     return LevelResult(results, report_errors)
 

@@ -179,12 +179,24 @@ def _queries(
         query.setdefault("suffix", list(suffixes))
         query["datatype"] = "anat"
         query["extension"] = list(IMAGE_EXTENSIONS)
-        if participant_label:
-            query["subject"] = list(participant_label)
-        if session_label:
-            query["session"] = list(session_label)
-        queries.append(query)
+        if _restrict(query, "subject", participant_label) and _restrict(query, "session", session_label):
+            queries.append(query)
     return queries
+
+
+def _restrict(query: dict[str, Any], key: str, labels: Sequence[str]) -> bool:
+    """Limit ``query[key]`` to ``labels`` (the intersection when the query names values);
+    False when nothing is left to select."""
+    if not labels:
+        return True
+    current = query.get(key)
+    if current is None or not isinstance(current, (str, int, list)):
+        query[key] = list(labels)  # absent, or Query.ANY
+        return True
+    values = [str(v) for v in (current if isinstance(current, list) else [current])]
+    kept = [label for label in labels if label in values]
+    query[key] = kept
+    return bool(kept)
 
 
 def _as_labels(entities: Mapping[str, Any]) -> dict[str, str]:

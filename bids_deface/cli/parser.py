@@ -42,7 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Remove faces and ears from the structural MRI of a BIDS dataset. "
                     "Writes a BIDS derivative dataset: defaced images, face masks, sidecars "
                     "and HTML reports; never modifies the input.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("bids_dir", type=Path, help="root of the input BIDS dataset")
     parser.add_argument("output_dir", type=Path,
@@ -63,11 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="JSON file of pybids entity filters: a flat object applied to every "
                           "run, or named queries as in fMRIPrep (see docs/usage.md)")
     sel.add_argument("--suffix", nargs="+", default=list(DEFAULT_SUFFIXES), metavar="SUFFIX",
-                     help="anat suffixes to deface; runs with a ce- entity are included")
+                     help="anat suffixes to deface; runs with a ce- entity are included (default: "
+                          + " ".join(DEFAULT_SUFFIXES) + ")")
 
     run = parser.add_argument_group("running")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                     help="where the model runs; 'auto' takes a CUDA GPU when there is one")
+                     help="where the model runs; 'auto' (default) takes a CUDA GPU when there is one")
     run.add_argument("--nprocs", "--n-cpus", type=_positive_int, default=None, metavar="N",
                      help="CPU threads for the model (default: all available)")
     run.add_argument("-w", "--work-dir", type=Path, default=None, metavar="DIR",
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     out = parser.add_argument_group("messages")
     out.add_argument("-v", "--verbose", action="count", default=0, dest="verbosity",
-                     help="more messages (-v info, -vv debug)")
+                     help="more messages: -v debug messages of bids-deface, -vv of every library")
     out.add_argument("--no-progress", action="store_true",
                      help="plain log lines instead of a progress bar")
     out.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

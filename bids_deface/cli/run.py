@@ -30,12 +30,33 @@ def _console_level(verbosity: int, progress: bool) -> int:
     return logging.WARNING if progress else logging.INFO
 
 
+class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Console handler that prints above the progress bar while one is shown."""
+
+    bar_active = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.bar_active:
+            super().emit(record)
+            return
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # never let a message break the run
+            self.handleError(record)
+
+
+_CONSOLE = _ConsoleHandler(sys.stderr)
+
+
 @contextlib.contextmanager
 def _logging(settings: Settings, progress: bool) -> Iterator[Path | None]:
     """Console handler (and a debug log file in ``<output_dir>/logs``) for one invocation."""
     package = logging.getLogger("bids_deface")
     root = logging.getLogger()
-    console = logging.StreamHandler(sys.stderr)
+    console = _CONSOLE
+    console.setStream(sys.stderr)
     console.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
     console.setLevel(_console_level(settings.verbosity, progress))
     old = (package.level, root.level)
@@ -89,7 +110,7 @@ class _Progress:
         if self.bar is not None:
             self.bar.set_description(run.name)
         else:
-            logger.info("[%d/%d] %s", self.done + 1, self.total, run.relpath)
+            logger.debug("[%d/%d] %s", self.done + 1, self.total, run.relpath)
 
     def on_result(self, result: Any) -> None:
         self.done += 1
@@ -100,10 +121,14 @@ class _Progress:
             if result.failed:
                 self.bar.write(f"FAILED {result.run.relpath}: {result.error}", file=sys.stderr)
         else:
+            defacing = result.sidecar.get("Defacing", {})
+            what = (f", {defacing.get('VoxelsRemoved')} voxels "
+                    f"({defacing.get('VolumeRemovedML')} mL) removed" if defacing else "")
             extra = f" [{', '.join(result.flags)}]" if result.flags else ""
             detail = f": {result.error}" if result.error else ""
-            logger.info("[%d/%d] %s %s in %.1f s%s%s", self.done, self.total, result.run.name,
-                        result.status, result.seconds, extra, detail)
+            level = logging.ERROR if result.failed else logging.INFO
+            logger.log(level, "[%d/%d] %s: %s%s in %.1f s%s%s", self.done, self.total,
+                       result.run.relpath, result.status, what, result.seconds, extra, detail)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -116,18 +141,13 @@ def _run(settings: Settings, progress: _Progress) -> int:
     if settings.analysis_level == "group":
         result = group_level(settings)
     else:
-        if progress.use_bar:
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
-            redirect: Any = logging_redirect_tqdm(loggers=[logging.getLogger("bids_deface")])
-        else:
-            redirect = contextlib.nullcontext()
-        with redirect:
-            try:
-                result = participant_level(settings, on_start=progress.on_start,
-                                           on_result=progress.on_result, on_runs=progress.on_runs)
-            finally:
-                progress.close()
+        _CONSOLE.bar_active = progress.use_bar
+        try:
+            result = participant_level(settings, on_start=progress.on_start,
+                                       on_result=progress.on_result, on_runs=progress.on_runs)
+        finally:
+            progress.close()
+            _CONSOLE.bar_active = False
         counts = result.counts
         summary = (f"{len(result.results)} run(s): {counts['ok']} defaced, {counts['skipped']} "
                    f"already complete, {counts['failed']} failed")
