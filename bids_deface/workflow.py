@@ -206,9 +206,10 @@ def participant_level(
     if settings.skip_bids_validation:
         logger.info("BIDS validation skipped")
     else:
-        with tempfile.TemporaryDirectory(dir=settings.work_dir) as scratch:
-            work = Path(settings.work_dir) if settings.work_dir else Path(scratch)
-            validate_input(settings.bids_dir, report_json=work / "bids_validator_input.json")
+        # the validator's report is kept in the work folder, when one is given
+        report = (Path(settings.work_dir) / "bids_validator_input.json"
+                  if settings.work_dir else None)
+        validate_input(settings.bids_dir, report_json=report)
     runs = _discover(settings)
     if on_runs is not None:
         on_runs(runs)

@@ -18,9 +18,11 @@ from .layouts import BoxMasker
 def test_output_is_a_valid_derivative_dataset(validator: str, bids_dataset: Path,
                                               tmp_path: Path) -> None:
     out = tmp_path / "out"
-    settings = Settings(bids_dir=bids_dataset, output_dir=out)  # validates the input too
-    result = participant_level(settings, get_masker=BoxMasker)
+    work = tmp_path / "work"  # created on demand; keeps the validator's report
+    settings = Settings(bids_dir=bids_dataset, output_dir=out, work_dir=work)
+    result = participant_level(settings, get_masker=BoxMasker)  # validates the input too
     assert not result.failed
+    assert (work / "bids_validator_input.json").is_file()
     group_level(Settings(bids_dir=bids_dataset, output_dir=out, analysis_level="group"))
     assert (out / "group.tsv").is_file()
     report = run_validator(out)
