@@ -34,6 +34,10 @@ class _Atomic:
     def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
         assert self.tmp is not None
         if exc_type is None:
+            # mkstemp creates 0600 files; outputs are meant to be shared: honour the umask
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)

@@ -202,19 +202,16 @@ def write_dataset(labels_dir: Path, heads: list[str], cases: int, out: Path, see
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     sources = [load_source(labels_dir, h) for h in heads]
-    meta_all = {}
-    meta_path = out / "cases.json"
-    if meta_path.exists():
-        meta_all = json.loads(meta_path.read_text())
+    meta_path = out / "cases.jsonl"  # one line per case; parallel writers append whole lines
     for i in range(start, start + cases):
         case = f"synth_{i:04d}"
         rng = np.random.default_rng([seed, i])
         im, lb, meta = synthesise(sources[i % len(sources)], rng)
         nib.save(im, out / "imagesTr" / f"{case}_0000.nii.gz")
         nib.save(lb, out / "labelsTr" / f"{case}.nii.gz")
-        meta_all[case] = meta
+        with open(meta_path, "a") as fobj:
+            fobj.write(json.dumps({"case": case, **meta}) + "\n")
         logger.info("%s %s", case, meta)
-    meta_path.write_text(json.dumps(meta_all, indent=1))
     n = len(list((out / "labelsTr").glob("*.nii.gz")))
     dataset = {
         "channel_names": {"0": "MRI"},

@@ -1,0 +1,173 @@
+"""Evaluation cases made from one real head: its own contrast, synthesised contrasts,
+clinical 5 mm axial slices and child-size proportions.
+
+Every case carries its image, the head's independent brain mask and the reference face
+label on the case's grid, and the facial landmarks in the case's world coordinates.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Callable
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["EvalCase", "load_landmarks", "make_cases", "CASE_NAMES"]
+
+
+@dataclass
+class EvalCase:
+    name: str
+    image: nib.Nifti1Image
+    brain: np.ndarray
+    reference_face: np.ndarray
+    landmarks: dict[str, list[float]]
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def load_landmarks(head: str) -> dict[str, list[float]]:
+    """Landmarks of ``head`` (world RAS mm of the source file)."""
+    text = (resources.files("bids_deface.evaluation") / "landmarks.json").read_text()
+    data = json.loads(text)
+    if head not in data:
+        raise KeyError(f"no landmarks for {head}; known: {[k for k in data if not k.startswith('_')]}")
+    return data[head]
+
+
+def _synth_contrast(tissue: np.ndarray, means: tuple[float, ...], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.asarray(means, np.float32)[tissue]
+    img = ndimage.gaussian_filter(img, 0.6)
+    noise = 0.015
+    img = np.sqrt((img + noise * rng.standard_normal(img.shape)) ** 2
+                  + (noise * rng.standard_normal(img.shape)) ** 2)
+    return (img * 1000).astype(np.float32)
+
+
+def _thick_slices(data: np.ndarray, affine: np.ndarray, factor: int, axis: int = 2,
+                  reducer: Callable[..., np.ndarray] = np.mean) -> tuple[np.ndarray, np.ndarray]:
+    n = data.shape[axis] // factor
+    moved = np.moveaxis(data, axis, 0)[: n * factor]
+    blocks = moved.reshape(n, factor, *moved.shape[1:])
+    out = np.moveaxis(reducer(blocks, axis=1), 0, axis)
+    new = affine.copy()
+    new[:3, axis] = affine[:3, axis] * factor
+    new[:3, 3] = affine[:3, 3] + affine[:3, axis] * (factor - 1) / 2.0
+    return out, new
+
+
+def _child_map(shape: tuple[int, ...], affine: np.ndarray, z_orb: float, y_front: float,
+               face_f: float) -> np.ndarray:
+    """Source voxel coordinates of every output voxel for a face compressed by ``face_f``."""
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"), 0)
+    world = np.tensordot(affine[:3, :3], grid, axes=1) + affine[:3, 3, None, None, None]
+    src = world.copy()
+    src[2], src[1] = _child_forward_inverse(world[1], world[2], z_orb, y_front, face_f)
+    inv = np.linalg.inv(affine)
+    return np.tensordot(inv[:3, :3], src, axes=1) + inv[:3, 3, None, None, None]
+
+
+def _child_forward_inverse(y: np.ndarray, z: np.ndarray, z_orb: float, y_front: float,
+                           face_f: float) -> tuple[np.ndarray, np.ndarray]:
+    """Source (z, y) of output points (y, z): the face below the orbits is ``face_f`` as big."""
+    below = 1.0 / (1.0 + np.exp((z - z_orb) / 6.0))
+    zs = z_orb + (z - z_orb) * (1.0 + below * (1.0 / face_f - 1.0))
+    y0 = y_front - 40.0
+    front = 1.0 / (1.0 + np.exp(-(y - y0) / 6.0)) * below
+    ys = y + front * (y - y0) * (1.0 / face_f - 1.0)
+    return zs, ys
+
+
+def _child_point(p: list[float], z_orb: float, y_front: float, face_f: float) -> list[float]:
+    """Output position of source point ``p`` (inverts the map by a fine search)."""
+    ys = np.linspace(p[1] - 60, p[1] + 60, 1201)
+    zs = np.linspace(p[2] - 60, p[2] + 60, 1201)
+    Y, Z = np.meshgrid(ys, zs, indexing="ij")
+    sz, sy = _child_forward_inverse(Y, Z, z_orb, y_front, face_f)
+    k = np.argmin((sz - p[2]) ** 2 + (sy - p[1]) ** 2)
+    return [p[0], float(Y.ravel()[k]), float(Z.ravel()[k])]
+
+
+def _scaled(affine: np.ndarray, centre: np.ndarray, s: float) -> np.ndarray:
+    scale = np.diag([s, s, s, 1.0])
+    shift = np.eye(4)
+    shift[:3, 3] = centre - s * centre
+    return shift @ scale @ affine
+
+
+CASE_NAMES = [
+    "T1w 1 mm (real)", "T2w 1 mm", "FLAIR 1 mm", "PD 1 mm", "T2starw 1 mm", "newborn T2w 1 mm",
+    "T1w 5 mm axial (real)", "T2w 5 mm axial", "child 0.7 T1w (real)", "newborn 0.6 T1w",
+]
+
+
+def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, list[float]],
+               only: list[str] | None = None) -> list[EvalCase]:
+    """All evaluation cases of one real head (``brain`` on ``img``'s grid)."""
+    from ..training.labels import make_labels
+    from ..training.synth import CONTRASTS
+
+    ras = nib.as_closest_canonical(img)
+    affine = ras.affine
+    data = ras.get_fdata(dtype=np.float32)
+    brain_ras = np.asanyarray(nib.as_closest_canonical(
+        nib.Nifti1Image(brain.astype(np.uint8), img.affine)).dataobj) > 0
+    labels = make_labels(img, brain)
+    face_ref = labels.target == 1
+    tissue = labels.tissue
+    world_brain = nib.affines.apply_affine(affine, np.argwhere(brain_ras))
+    y_front = float(world_brain[:, 1].max())
+    z_orb = float(np.percentile(world_brain[world_brain[:, 1] > y_front - 30, 2], 2))
+    centre = world_brain.mean(0)
+
+    def new(data_: np.ndarray, aff: np.ndarray) -> nib.Nifti1Image:
+        im = nib.Nifti1Image(data_.astype(np.float32), aff)
+        im.set_qform(aff, 1)
+        im.set_sform(aff, 1)
+        return im
+
+    cases: list[EvalCase] = []
+
+    def want(name: str) -> bool:
+        return only is None or name in only
+
+    if want(CASE_NAMES[0]):
+        cases.append(EvalCase(CASE_NAMES[0], new(data, affine), brain_ras, face_ref, landmarks))
+    for name, contrast, seed in ((CASE_NAMES[1], "T2w", 1), (CASE_NAMES[2], "FLAIR", 2),
+                                 (CASE_NAMES[3], "PD", 3), (CASE_NAMES[4], "T2starw", 4),
+                                 (CASE_NAMES[5], "newborn-T2w", 5)):
+        if want(name):
+            cases.append(EvalCase(name, new(_synth_contrast(tissue, CONTRASTS[contrast], seed), affine),
+                                  brain_ras, face_ref, landmarks))
+    if want(CASE_NAMES[6]) or want(CASE_NAMES[7]):
+        b5, a5 = _thick_slices(brain_ras, affine, 5, reducer=np.any)
+        f5, _ = _thick_slices(face_ref.astype(np.float32), affine, 5)
+        if want(CASE_NAMES[6]):
+            d5, _ = _thick_slices(data, affine, 5)
+            cases.append(EvalCase(CASE_NAMES[6], new(d5, a5), b5, f5 > 0.5, landmarks))
+        if want(CASE_NAMES[7]):
+            t2 = _synth_contrast(tissue, CONTRASTS["T2w"], 7)
+            d5, _ = _thick_slices(t2, affine, 5)
+            cases.append(EvalCase(CASE_NAMES[7], new(d5, a5), b5, f5 > 0.5, landmarks))
+    for name, scale, face_f, source in ((CASE_NAMES[8], 0.7, 0.85, "real"),
+                                        (CASE_NAMES[9], 0.6, 0.75, "newborn-T1w")):
+        if not want(name):
+            continue
+        vox = _child_map(data.shape, affine, z_orb, y_front, face_f)
+        src = data if source == "real" else _synth_contrast(tissue, CONTRASTS[source], 9)
+        d = ndimage.map_coordinates(src, vox, order=1, mode="constant", cval=0)
+        b = ndimage.map_coordinates(brain_ras.astype(np.uint8), vox, order=0) > 0
+        f = ndimage.map_coordinates(face_ref.astype(np.uint8), vox, order=0) > 0
+        aff = _scaled(affine, centre, scale)
+        lms = {}
+        for key, p in landmarks.items():
+            q = _child_point(p, z_orb, y_front, face_f)
+            q = centre + scale * (np.asarray(q) - centre)
+            lms[key] = [float(v) for v in q]
+        cases.append(EvalCase(name, new(d, aff), b, f, lms,
+                              {"scale": str(scale), "face_ratio": str(face_f)}))
+    return cases
