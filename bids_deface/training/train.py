@@ -119,7 +119,7 @@ def _trainer_class():  # type: ignore[no-untyped-def]
     return nnUNetTrainerFaceEarsCPU
 
 
-def _make_trainer(work: Path, epochs: int, device: str):  # type: ignore[no-untyped-def]
+def _make_trainer(work: Path, epochs: int, device: str, iterations: int = 50):  # type: ignore[no-untyped-def]
     import torch
 
     set_nnunet_paths(work)
@@ -132,15 +132,17 @@ def _make_trainer(work: Path, epochs: int, device: str):  # type: ignore[no-unty
     cls = _trainer_class()
     trainer = cls(plans, CONFIG, "all", dataset_json, torch.device(device))
     trainer.num_epochs = epochs
+    trainer.num_iterations_per_epoch = iterations
+    trainer.num_val_iterations_per_epoch = max(1, iterations // 10)
     return trainer
 
 
-def fit(work: Path, epochs: int, device: str = "cpu", threads: int = 2) -> Path:
-    """Train (or resume from the latest checkpoint) for ``epochs`` epochs of 50 iterations."""
+def fit(work: Path, epochs: int, device: str = "cpu", threads: int = 2, iterations: int = 50) -> Path:
+    """Train (or resume from the latest checkpoint) for ``epochs`` epochs of ``iterations``."""
     import torch
 
     torch.set_num_threads(threads)
-    trainer = _make_trainer(work, epochs, device)
+    trainer = _make_trainer(work, epochs, device, iterations)
     out = Path(trainer.output_folder)
     for name in ("checkpoint_latest.pth", "checkpoint_final.pth"):
         if (out / name).exists():
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--features", type=int, nargs="+", default=[16, 32, 64, 128, 128])
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=50, help="iterations per epoch")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "plan":
         plan(args.work, args.spacing, args.patch, tuple(args.features), args.batch, args.threads)
     elif args.stage == "fit":
-        fit(args.work, args.epochs, args.device, args.threads)
+        fit(args.work, args.epochs, args.device, args.threads, args.iterations)
     else:
         logger.info("%.2f s per iteration", speed(args.work, threads=args.threads))
     return 0

@@ -1,0 +1,109 @@
+"""Pure defacing steps on tiny volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_deface.deface import apply_face_mask, brain_guard, clean_face_mask, deface_image
+from bids_deface.io import load_nifti, save_mask_like, save_raw_like
+
+
+def test_brain_guard_keeps_margin_in_mm() -> None:
+    face = np.ones((20, 3, 3), bool)
+    brain = np.zeros_like(face)
+    brain[:5] = True
+    face[:5] = False
+    # 2 mm voxels along x: a 4 mm margin removes two slices beyond the brain
+    res = brain_guard(face, brain, (2.0, 1.0, 1.0), margin_mm=4.0)
+    assert not res.face[:7].any()
+    assert res.face[7:].all()
+    assert res.guard_voxels == 2 * 9
+
+
+def test_brain_guard_without_brain_changes_nothing() -> None:
+    face = np.zeros((6, 6, 6), bool)
+    face[2:4] = True
+    res = brain_guard(face, np.zeros_like(face), (1, 1, 1))
+    assert (res.face == face).all() and res.guard_voxels == 0
+
+
+def test_brain_guard_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError):
+        brain_guard(np.zeros((3, 3, 3), bool), np.zeros((3, 3, 4), bool), (1, 1, 1))
+
+
+def test_clean_face_mask_drops_small_islands() -> None:
+    face = np.zeros((30, 30, 30), bool)
+    face[:10, :10, :10] = True  # 1 mL at 1 mm
+    face[20, 20, 20] = True  # 1 µL
+    out = clean_face_mask(face, (1, 1, 1), min_component_ml=0.5)
+    assert out[:10, :10, :10].all() and not out[20, 20, 20]
+
+
+def test_apply_face_mask_only_touches_mask() -> None:
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 1000, (10, 12, 14)).astype(np.int16)
+    face = np.zeros(data.shape, bool)
+    face[:3] = True
+    out = apply_face_mask(data, face)
+    assert out.dtype == data.dtype
+    assert (out[~face] == data[~face]).all() and (out[face] == 0).all()
+    assert (data[face] != 0).any()  # input untouched
+
+
+def test_apply_face_mask_uses_negative_background() -> None:
+    data = np.full((4, 4, 4), -1000.0, np.float32)
+    data[1:3] = 50.0
+    face = np.zeros(data.shape, bool)
+    face[2] = True
+    assert (apply_face_mask(data, face)[face] == -1000.0).all()
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("dtype,slope,inter", [(np.int16, 0.5, 3.0), (np.uint8, 1.0, 0.0),
+                                               (np.float32, 1.0, 0.0), (np.int16, 2.0, -100.0)])
+def test_deface_and_save_keep_header_and_voxels_bit_exact(tmp_path: Path, ext: str, dtype: type,
+                                                          slope: float, inter: float) -> None:
+    rng = np.random.default_rng(1)
+    data = (rng.random((10, 12, 14)) * 200).astype(dtype)
+    affine = np.array([[-1.1, 0.1, 0, 50], [0, 0.9, 0.2, -60], [0, -0.1, 1.2, -40], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_slope_inter(slope, inter)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, 1)
+    img.set_sform(np.diag([1, 1, 1, 1]) @ affine, 4)
+    src = tmp_path / f"in{ext}"
+    nib.save(img, src)
+    img = load_nifti(src)
+    face = np.zeros(data.shape, bool)
+    face[:4, 6:] = True
+    out = tmp_path / f"out{ext}"
+    save_raw_like(deface_image(img, face), img, out)
+    raw_in = src.read_bytes() if ext == ".nii" else __import__("gzip").decompress(src.read_bytes())
+    raw_out = out.read_bytes() if ext == ".nii" else __import__("gzip").decompress(out.read_bytes())
+    offset = int(img.dataobj.offset)
+    assert raw_in[:offset] == raw_out[:offset]  # header and extensions, byte for byte
+    a = np.asanyarray(img.dataobj.get_unscaled())
+    b = np.asanyarray(load_nifti(out).dataobj.get_unscaled())
+    assert a.dtype == b.dtype
+    assert (a[~face] == b[~face]).all()
+    scaled = np.asanyarray(load_nifti(out).dataobj)
+    assert np.allclose(scaled[face], 0.0 if (data.min() * slope + inter) >= 0 else scaled.min())
+    assert oct(out.stat().st_mode & 0o777) != "0o600"
+
+
+def test_mask_is_uint8_on_the_same_grid(tmp_path: Path) -> None:
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    img = nib.Nifti1Image(np.zeros((5, 6, 7), np.float32), affine)
+    img.set_qform(affine, 1)
+    mask = np.zeros((5, 6, 7), bool)
+    mask[1] = True
+    save_mask_like(mask, img, tmp_path / "m.nii.gz")
+    m = nib.load(tmp_path / "m.nii.gz")
+    assert m.get_data_dtype() == np.uint8
+    assert np.allclose(m.affine, affine) and int(m.header["qform_code"]) == 1
+    assert (np.asanyarray(m.dataobj) == mask).all()

@@ -1,0 +1,61 @@
+"""The whole training pipeline for a few iterations on a tiny phantom, so that it keeps working:
+labels → synthesis → compact plan and preprocessing → training → fp16 export → prediction."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_deface.training.labels import make_labels, save_labels
+from bids_deface.training.synth import write_dataset
+
+from .phantoms import head_phantom
+
+pytestmark = pytest.mark.slow
+
+
+def test_training_pipeline_end_to_end(tmp_path: Path) -> None:
+    img, brain = head_phantom()
+    labels = make_labels(img, brain)
+    face = labels.target == 1
+    assert face.any() and (labels.target == 2).sum() == brain.sum()
+    # the label follows DESIGN §1: eyes and nose inside, nothing within 3 mm of the brain
+    ras = nib.as_closest_canonical(img)
+    world = lambda p: np.round(np.linalg.inv(labels.affine) @ np.r_[p, 1])[:3].astype(int)  # noqa: E731
+    for point in ((-32, 72, -28), (32, 72, -28), (0, 95, -50)):
+        assert face[tuple(world(point))], point
+    assert ras.shape == labels.target.shape
+    save_labels(labels, tmp_path / "labels", "phantom")
+
+    raw = tmp_path / "nnunet_raw" / "Dataset801_FaceEars"
+    write_dataset(tmp_path / "labels", ["phantom"], 4, raw, seed=3)
+    assert len(list((raw / "imagesTr").glob("*_0000.nii.gz"))) == 4
+    assert json.loads((raw / "dataset.json").read_text())["numTraining"] == 4
+
+    # plan/fit run as the documented commands (fresh processes, nnU-Net paths from --work)
+    py = sys.executable
+    for args in (["plan", "--work", str(tmp_path), "--patch", "32", "--features", "4", "8", "16"],
+                 ["fit", "--work", str(tmp_path), "--epochs", "1", "--iterations", "2"]):
+        proc = subprocess.run([py, "-m", "bids_deface.training.train", *args], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = subprocess.run([py, "-m", "bids_deface.training.export", "--work", str(tmp_path),
+                           "--out", str(tmp_path / "models")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    from bids_deface.masking import FaceModel
+
+    folder = tmp_path / "models" / "Dataset801_FaceEars" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    import torch
+
+    ckpt = torch.load(folder / "fold_all" / "checkpoint_final.pth", weights_only=False)
+    assert ckpt["trainer_name"] == "nnUNetTrainer" and "optimizer_state" not in ckpt
+    assert all(v.dtype == torch.float16 for v in ckpt["network_weights"].values() if v.is_floating_point())
+    model = FaceModel(folder, device="cpu")
+    pred = model.predict(img)
+    assert pred.face.shape == img.shape and pred.brain.shape == img.shape
