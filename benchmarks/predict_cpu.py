@@ -1,0 +1,104 @@
+"""CPU prediction time for a 256×256×176 1 mm head (median of 3, two threads) and peak RSS.
+
+Usage::
+
+    python benchmarks/predict_cpu.py [--threads 2] [--repeats 3] [--markdown benchmarks/results.md]
+
+The image is the real held-out head (pycortex S1), cropped/padded to 256×256×176 at 1 mm.
+Each prediction runs the whole mask step (nnU-Net prediction at 4 mm, resampling to the
+input grid, cleaning, brain guard); the I/O floor (read + write of the NIfTI) is timed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def benchmark_image() -> nib.Nifti1Image:
+    from bids_deface.training.fetch import fetch_all
+
+    src = REPO / "cache" / "sources" / "pycortex_s1.nii.gz"
+    if not src.exists():
+        fetch_all(src.parent, only=["pycortex"])
+    ras = nib.as_closest_canonical(nib.load(src))
+    data = ras.get_fdata(dtype=np.float32)  # 256³ RAS
+    x0 = (data.shape[0] - 176) // 2
+    # a sagittal acquisition: 256×256 in-plane (A-P, I-S), 176 slices left to right
+    sag = np.ascontiguousarray(np.transpose(data[x0:x0 + 176], (1, 2, 0)))
+    affine = ras.affine[:, [1, 2, 0, 3]].copy()
+    affine[:3, 3] = ras.affine[:3, 3] + ras.affine[:3, 0] * x0
+    img = nib.Nifti1Image(sag.astype(np.int16), affine)
+    img.set_qform(affine, 1)
+    img.set_sform(affine, 1)
+    return img
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args(argv)
+    from bids_deface.data import default_model_dir
+    from bids_deface.deface import deface_image
+    from bids_deface.io import load_nifti, save_raw_like
+    from bids_deface.masking import FaceModel
+
+    torch.set_num_threads(args.threads)
+    img = benchmark_image()
+    assert img.shape == (256, 256, 176), img.shape
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench_T1w.nii.gz"
+        nib.save(img, path)
+        t0 = time.perf_counter()
+        img = load_nifti(path)
+        np.asanyarray(img.dataobj)
+        save_raw_like(np.asanyarray(img.dataobj.get_unscaled()), img, Path(tmp) / "copy.nii.gz")
+        io_floor = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model = FaceModel(default_model_dir(), device="cpu", threads=args.threads)
+        load_s = time.perf_counter() - t0
+        times, ends = [], []
+        for _ in range(args.repeats):
+            img = load_nifti(path)
+            t0 = time.perf_counter()
+            pred = model.predict(img)
+            times.append(time.perf_counter() - t0)
+            save_raw_like(deface_image(img, pred.face), img, Path(tmp) / "defaced.nii.gz")
+            ends.append(time.perf_counter() - t0)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rows = [
+        ("image", "256×256×176, 1 mm, int16 (real head, pycortex S1)"),
+        ("machine", f"{platform.processor() or platform.machine()}, {args.threads} torch threads, CPU"),
+        ("model load (s)", f"{load_s:.2f}"),
+        ("prediction, median of %d (s)" % args.repeats, f"{statistics.median(times):.2f}"),
+        ("prediction, all runs (s)", ", ".join(f"{t:.2f}" for t in times)),
+        ("prediction + deface + write, median (s)", f"{statistics.median(ends):.2f}"),
+        ("I/O floor: read + write .nii.gz (s)", f"{io_floor:.2f}"),
+        ("peak RSS (MB)", f"{rss_mb:.0f}"),
+    ]
+    table = "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(
+            "# CPU prediction benchmark\n\n" + table
+            + "\n\nRegenerate with `python benchmarks/predict_cpu.py --markdown benchmarks/results.md`.\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
