@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     rows = evaluate(args.sources / f"{args.head}.nii.gz", args.head, args.model_dir, args.cases, args.threads)
-    command = "python -m bids_deface.evaluation " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bids_deface.evaluation " + shlex.join(argv if argv is not None else sys.argv[1:])
     table = to_markdown(rows, command)
     print(table)
     if args.json:

@@ -40,7 +40,16 @@ def export_model(result_dir: Path, out_root: Path, checkpoint: str = "checkpoint
     if not src.exists():
         src = result_dir / "fold_all" / "checkpoint_latest.pth"
     ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    weights = {k: v.half() if torch.is_floating_point(v) else v for k, v in ckpt["network_weights"].items()}
+    # the decoder's state holds the encoder's tensors again: convert each storage once so
+    # that the shared tensors stay shared in the saved file
+    converted: dict[tuple[int, int], torch.Tensor] = {}
+    weights = {}
+    for key, value in ckpt["network_weights"].items():
+        if torch.is_floating_point(value):
+            ident = (value.untyped_storage().data_ptr(), value.storage_offset())
+            weights[key] = converted.setdefault(ident, value.half())
+        else:
+            weights[key] = value
     slim = {
         "network_weights": weights,
         "trainer_name": TRAINER,

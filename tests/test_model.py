@@ -1,0 +1,91 @@
+"""The shipped model on a real head never used in training (pycortex S1, downsampled to 2 mm).
+
+Golden test by metric (DESIGN §5), not by bytes: eyes, nose and mouth fully covered, ears
+at least 95 %, no voxel of an independent (deepbet) brain mask removed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_deface.data import default_model_dir
+from bids_deface.evaluation.cases import load_landmarks
+from bids_deface.evaluation.metrics import REQUIRED, brain_voxels_removed, feature_coverage
+from bids_deface.masking import FaceModel
+from bids_deface.training.labels import head_mask
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model() -> FaceModel:
+    return FaceModel(default_model_dir(), device="cpu", threads=2)
+
+
+@pytest.fixture(scope="module")
+def s1_prediction(model: FaceModel, s1_2mm: nib.Nifti1Image):  # type: ignore[no-untyped-def]
+    return model.predict(s1_2mm)
+
+
+def test_golden_coverage_and_brain_safety(s1_2mm: nib.Nifti1Image, s1_prediction) -> None:  # type: ignore[no-untyped-def]
+    from bids_deface.brainmask import deepbet_brain_mask
+
+    face = s1_prediction.face
+    zooms = np.asarray(s1_2mm.header.get_zooms()[:3])
+    head = head_mask(s1_2mm.get_fdata(dtype=np.float32), zooms)
+    for feature, point in load_landmarks("pycortex_s1").items():
+        cov = feature_coverage(face, head, s1_2mm.affine, point)
+        assert not math.isnan(cov), f"{feature} is in the field of view"
+        assert cov >= REQUIRED[feature], f"{feature}: coverage {cov:.3f} < {REQUIRED[feature]}"
+    brain = deepbet_brain_mask(s1_2mm)
+    assert brain.sum() * np.prod(zooms) / 1000 > 1000  # a whole brain, in mL
+    assert brain_voxels_removed(face, brain) == 0
+    # the mask is a face, not the whole head: well under a quarter of the head tissue
+    assert 0 < (face & head).sum() < 0.25 * head.sum()
+
+
+def test_any_orientation_gives_the_same_mask(model: FaceModel, s1_2mm: nib.Nifti1Image,
+                                             s1_prediction) -> None:  # type: ignore[no-untyped-def]
+    """Store the same voxels with permuted and flipped axes: the mask follows them."""
+    data = np.asanyarray(s1_2mm.dataobj)
+    perm, flip = (2, 0, 1), 1
+    moved = np.flip(np.transpose(data, perm), flip)
+    affine = s1_2mm.affine[:, list(perm) + [3]].copy()
+    affine[:, 3] += affine[:, flip] * (moved.shape[flip] - 1)
+    affine[:, flip] *= -1
+    img = nib.Nifti1Image(np.ascontiguousarray(moved), affine)
+    pred = model.predict(img)
+    back = np.transpose(np.flip(pred.face, flip), np.argsort(perm))
+    a, b = back, s1_prediction.face
+    assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.97
+
+
+def test_float_4d_and_nan_input(model: FaceModel, s1_2mm: nib.Nifti1Image) -> None:
+    data = s1_2mm.get_fdata(dtype=np.float32)
+    data[0, 0, 0] = np.nan
+    img = nib.Nifti1Image(np.stack([data, data], -1), s1_2mm.affine)
+    pred = model.predict(img)
+    assert pred.face.shape == data.shape and pred.face.any()
+
+
+def test_per_file_command(tmp_path: Path, s1_2mm: nib.Nifti1Image) -> None:
+    from bids_deface.cli.file import main
+
+    src = tmp_path / "head.nii.gz"
+    nib.save(s1_2mm, src)
+    before = src.read_bytes()
+    out, mask = tmp_path / "defaced.nii.gz", tmp_path / "face.nii.gz"
+    assert main([str(src), str(out), "--mask", str(mask), "--device", "cpu"]) == 0
+    assert src.read_bytes() == before
+    m = np.asanyarray(nib.load(mask).dataobj).astype(bool)
+    a = np.asanyarray(nib.load(src).dataobj)
+    b = np.asanyarray(nib.load(out).dataobj)
+    assert m.any() and np.array_equal(a[~m], b[~m]) and (b[m] == 0).all()
+    assert main([str(src), str(out)]) == 2  # exists, no --force
+    assert main([str(src), str(src), "--force"]) == 2  # never over the input
+    assert main([str(tmp_path / "missing.nii.gz"), str(tmp_path / "x.nii.gz")]) == 3
