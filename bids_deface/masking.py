@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from .anatomy import ear_zone, head_mask
 from .deface import brain_guard, clean_face_mask
 
 __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "LABELS"]
@@ -162,8 +163,33 @@ class FaceModel:
         )
         return np.ascontiguousarray(back.astype(np.uint8))
 
+    def ear_zone(self, img: nib.Nifti1Image, brain: np.ndarray) -> np.ndarray:
+        """The ear zone of :func:`bids_deface.anatomy.ear_zone` on the grid of ``img``.
+
+        Computed on a RAS copy reduced to voxels of about 2 mm (block means of the image,
+        any-brain blocks), then brought back to the input grid.
+        """
+        ornt = nib.orientations.io_orientation(img.affine)
+        data = nib.orientations.apply_orientation(_as_3d_float(img), ornt)
+        ras_brain = nib.orientations.apply_orientation(brain, ornt)
+        zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)[ornt[:, 0].astype(int).argsort()]
+        f = np.maximum(1, np.floor(2.0 / zooms + 1e-6)).astype(int)
+        n = np.asarray(data.shape) // f
+        crop = tuple(slice(0, int(k * m)) for k, m in zip(n, f))
+        shape6 = (n[0], f[0], n[1], f[1], n[2], f[2])
+        coarse = data[crop].reshape(shape6).mean((1, 3, 5))
+        coarse_brain = ras_brain[crop].reshape(shape6).any((1, 3, 5))
+        czooms = zooms * f
+        zone = ear_zone(head_mask(coarse, czooms), coarse_brain, czooms)
+        full = np.zeros(data.shape, bool)
+        full[crop] = np.repeat(np.repeat(np.repeat(zone, f[0], 0), f[1], 1), f[2], 2)
+        back = nib.orientations.apply_orientation(
+            full, nib.orientations.ornt_transform(np.c_[np.arange(3), np.ones(3)], ornt))
+        return np.ascontiguousarray(back)
+
     def predict(
-        self, img: nib.Nifti1Image, guard_mm: float = 4.0, min_component_ml: float = 0.5
+        self, img: nib.Nifti1Image, guard_mm: float = 4.0, min_component_ml: float = 0.5,
+        ears: bool = True,
     ) -> MaskPrediction:
         """Face and brain masks of ``img`` with the brain guard applied.
 
@@ -175,6 +201,9 @@ class FaceModel:
             No face voxel is kept within this distance of the predicted brain.
         min_component_ml : float
             Face islands smaller than this are dropped before the guard.
+        ears : bool
+            Add the ear zone placed from the predicted brain
+            (:func:`bids_deface.anatomy.ear_zone`) to the model's face and ears.
         """
         t0 = time.perf_counter()
         labels = self.predict_labels(img)
@@ -182,8 +211,12 @@ class FaceModel:
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
         face = labels == LABELS["face"]
         brain = labels == LABELS["brain"]
-        raw_voxels = int(face.sum())
         face = clean_face_mask(face, zooms, min_component_ml)
+        t_ears = time.perf_counter()
+        if ears:
+            face |= self.ear_zone(img, brain)
+        t_ears = time.perf_counter() - t_ears
+        raw_voxels = int(face.sum())
         guarded = brain_guard(face, brain, zooms, guard_mm)
         t2 = time.perf_counter()
         return MaskPrediction(
@@ -192,5 +225,5 @@ class FaceModel:
             face_raw_voxels=raw_voxels,
             guard_voxels=guarded.guard_voxels,
             seconds=t2 - t0,
-            timings={"predict": t1 - t0, "guard": t2 - t1},
+            timings={"predict": t1 - t0, "ears": t_ears, "guard": t2 - t1 - t_ears},
         )

@@ -17,7 +17,7 @@ from bids_deface.data import default_model_dir
 from bids_deface.evaluation.cases import load_landmarks
 from bids_deface.evaluation.metrics import REQUIRED, brain_voxels_removed, feature_coverage
 from bids_deface.masking import FaceModel
-from bids_deface.training.labels import head_mask
+from bids_deface.anatomy import head_mask
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 
 from .cases import CASE_NAMES, load_landmarks, make_cases
-from .metrics import REQUIRED, brain_voxels_removed, dice, feature_coverage, hd95
+from .metrics import COVERAGE_RADIUS_MM, REQUIRED, brain_voxels_removed, dice, feature_coverage, hd95
 
 logger = logging.getLogger("bids_deface.evaluation")
 
@@ -37,7 +37,7 @@ def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str]
     from ..brainmask import deepbet_brain_mask
     from ..data import default_model_dir
     from ..masking import FaceModel
-    from ..training.labels import head_mask
+    from ..anatomy import head_mask
 
     img = nib.load(head_path)
     brain = deepbet_brain_mask(img)
@@ -53,12 +53,14 @@ def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str]
         head_tissue = head_mask(data, np.asarray(zooms))
         row: dict = {"case": case.name}
         for feat in FEATURES:
-            row[feat] = feature_coverage(pred.face, head_tissue, case.image.affine, case.landmarks[feat])
+            row[feat] = feature_coverage(pred.face, head_tissue, case.image.affine, case.landmarks[feat],
+                                         COVERAGE_RADIUS_MM * case.scale)
         row["brain_removed"] = brain_voxels_removed(pred.face, case.brain)
         row["dice"] = dice(pred.face, case.reference_face)
         row["hd95_mm"] = hd95(pred.face, case.reference_face, zooms)
         row["ml_removed"] = float(pred.face.sum()) * float(np.prod(zooms)) / 1000.0
         row["seconds"] = seconds
+        row["timings"] = {k: round(v, 2) for k, v in pred.timings.items()}
         row["pass"] = passes(row)
         rows.append(row)
         logger.info("%s", json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))

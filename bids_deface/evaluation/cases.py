@@ -27,6 +27,8 @@ class EvalCase:
     reference_face: np.ndarray
     landmarks: dict[str, list[float]]
     notes: dict[str, str] = field(default_factory=dict)
+    scale: float = 1.0
+    """Head size relative to the source; coverage spheres shrink with it."""
 
 
 def load_landmarks(head: str) -> dict[str, list[float]]:
@@ -169,5 +171,5 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
             q = centre + scale * (np.asarray(q) - centre)
             lms[key] = [float(v) for v in q]
         cases.append(EvalCase(name, new(d, aff), b, f, lms,
-                              {"scale": str(scale), "face_ratio": str(face_f)}))
+                              {"scale": str(scale), "face_ratio": str(face_f)}, scale=scale))
     return cases

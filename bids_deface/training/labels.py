@@ -32,6 +32,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from ..anatomy import head_mask, pinnae
+
 __all__ = ["FaceRule", "HeadLabels", "head_mask", "face_label", "tissue_classes", "make_labels", "main"]
 
 logger = logging.getLogger(__name__)
@@ -67,27 +69,6 @@ def _edt(mask: np.ndarray, zooms: np.ndarray) -> np.ndarray:
     return ndimage.distance_transform_edt(~mask, sampling=zooms)
 
 
-def head_mask(data: np.ndarray, zooms: np.ndarray) -> np.ndarray:
-    """Head tissue: above a robust threshold, largest component, holes filled per slice."""
-    finite = data[np.isfinite(data)]
-    hi = np.percentile(finite, 99.5)
-    lo = np.percentile(finite, 2)
-    thr = lo + 0.08 * (hi - lo)
-    mask = data > thr
-    mask = ndimage.binary_opening(mask, iterations=1)
-    labels, n = ndimage.label(mask)
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        mask = labels == sizes.argmax()
-    # close small gaps (sinuses, ear canals) and fill cavities slice by slice
-    mask = ndimage.binary_closing(mask, structure=np.ones((3, 3, 3)), iterations=2)
-    for axis in range(3):
-        filled = np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(mask, axis, 0)], 0)
-        mask = np.moveaxis(filled, 0, axis)
-    return mask
-
-
 def _world_coords(shape: tuple[int, ...], affine: np.ndarray, axis: int) -> np.ndarray:
     """World coordinate (RAS, mm) along ``axis`` for an axis-aligned RAS affine."""
     idx = np.arange(shape[axis])
@@ -111,58 +92,10 @@ def face_label(head: np.ndarray, brain: np.ndarray, affine: np.ndarray,
     # the air in front of the face, not the whole field of view
     front = np.broadcast_to(front, head.shape) & (_edt(head, zooms) <= rule.air_mm)
 
-    # pinnae: thin parts of the head that an opening removes, beside the temporal lobes
-    inside = ndimage.distance_transform_edt(head, sampling=zooms)
-    core = inside > rule.ear_open_mm
-    opened = _edt(core, zooms) <= rule.ear_open_mm
-    thin = head & ~opened
-    lateral = np.abs(bx - x_mid) > 0.6 * (np.abs(bx - x_mid).max())
-    z_temporal = float(np.percentile(bz[lateral], 3))
-    y_stem = float(np.median(by[bz < np.percentile(bz, 3)]))
-    X = xs[:, None, None]
-    half_width = np.abs(bx - x_mid).max()
-    box = ((np.abs(X - x_mid) > half_width - 5.0)
-           & (Y > y_stem - 45.0) & (Y < y_stem + 35.0)
-           & (Z > z_temporal - 45.0) & (Z < z_temporal + 35.0))
-    ears = thin & box
-    lab, n = ndimage.label(ears)
-    if n:
-        sizes = ndimage.sum(ears, lab, index=np.arange(1, n + 1)) * float(np.prod(zooms)) / 1000.0
-        keep = np.zeros(n + 1, bool)
-        keep[1:] = sizes > 0.5  # mL
-        ears = keep[lab]
-    # the helix is what the opening peels off; the concha and lobule lie within its hull
-    ears = _hull_per_side(ears, xs, x_mid)
-    ears = _edt(ears, zooms) <= rule.ear_margin_mm if ears.any() else ears
-    ears &= np.broadcast_to(np.abs(X - x_mid) > half_width - 5.0, head.shape)
-    ears &= _edt(brain, zooms) > rule.ear_brain_mm
+    ears = pinnae(head, brain, zooms, rule.ear_open_mm, rule.ear_margin_mm, rule.ear_brain_mm)
 
     protected = _edt(brain, zooms) <= rule.brain_margin_mm
     return (front | ears) & ~protected
-
-
-def _hull_per_side(mask: np.ndarray, xs: np.ndarray, x_mid: float) -> np.ndarray:
-    """Fill the convex hull of ``mask`` separately left and right of ``x_mid``."""
-    from scipy.spatial import Delaunay
-
-    out = np.zeros_like(mask)
-    for side in (xs < x_mid, xs >= x_mid):
-        part = mask & side[:, None, None]
-        pts = np.argwhere(part)
-        if len(pts) < 8:
-            out |= part
-            continue
-        lo, hi = pts.min(0), pts.max(0) + 1
-        try:
-            tri = Delaunay(pts)
-        except Exception:  # flat point sets
-            out |= part
-            continue
-        grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1)
-        inside = tri.find_simplex(grid.reshape(-1, 3)) >= 0
-        box = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        box |= inside.reshape(grid.shape[:3])
-    return out
 
 
 def _kmeans_1d(values: np.ndarray, k: int, seed: int = 0) -> np.ndarray:

@@ -1,8 +1,11 @@
-"""The whole app with the shipped face model (skipped until the model exists)."""
+"""The whole app with the shipped face model on the bundled example dataset."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -11,50 +14,50 @@ import pytest
 
 from bids_deface.bids.validate import run_validator
 from bids_deface.cli.run import main
-from bids_deface.data import default_model_dir
 
-from .layouts import make_dataset
+pytestmark = pytest.mark.slow
 
-try:
-    MODEL_DIR: Path | None = default_model_dir()
-except FileNotFoundError:
-    MODEL_DIR = None
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(MODEL_DIR is None, reason="no trained model in models/Dataset801_FaceEars"),
-]
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ds-synthetic"
 
 
-def _head(shape: tuple[int, int, int] = (64, 76, 64), zoom: float = 3.0) -> nib.Nifti1Image:
-    """An ellipsoid 'head' with a brighter 'brain' inside, 3 mm voxels, RAS."""
-    idx = np.indices(shape).astype(np.float32)
-    c = [(s - 1) / 2 for s in shape]
-    r = (((idx[0] - c[0]) / 25) ** 2 + ((idx[1] - c[1]) / 32) ** 2 + ((idx[2] - c[2]) / 28) ** 2)
-    data = np.where(r < 1, 300, 0) + np.where(r < 0.6, 500, 0)
-    affine = np.diag([zoom, zoom, zoom, 1.0])
-    affine[:3, 3] = [-(s * zoom) / 2 for s in shape]
-    img = nib.Nifti1Image(data.astype(np.int16), affine)
-    img.header.set_xyzt_units("mm", "sec")
-    return img
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_participant_and_group_with_the_model(tmp_path: Path, validator: str) -> None:
-    root = make_dataset(tmp_path / "bids", ["sub-01/anat/sub-01_T1w.nii.gz"])
-    path = root / "sub-01/anat/sub-01_T1w.nii.gz"
-    nib.save(_head(), str(path))
+def test_example_dataset_participant_and_group(tmp_path: Path, validator: str) -> None:
+    bids = tmp_path / "bids"
+    shutil.copytree(EXAMPLE, bids)
+    before = _digest(bids)
     out = tmp_path / "out"
-    assert main([str(root), str(out), "participant", "--device", "cpu", "--no-progress"]) == 0
-    side = json.loads(next(out.rglob("*_desc-defaced_T1w.json")).read_text())
-    d = side["Defacing"]
-    assert d["Model"] and len(d["ModelSHA256"]) == 64 and d["Device"] == "cpu"
-    src, dst = nib.load(str(path)), nib.load(str(next(out.rglob("*_desc-defaced_T1w.nii.gz"))))
-    mask = np.asanyarray(nib.load(str(next(out.rglob("*_mask.nii.gz")))).dataobj).astype(bool)
-    a, b = np.asanyarray(src.dataobj), np.asanyarray(dst.dataobj)
-    assert np.array_equal(a[~mask], b[~mask])
-    assert int(mask.sum()) == d["VoxelsRemoved"]
-    assert (out / "sub-01.html").is_file()
-    # a rerun skips the complete run; the group level summarises it
-    assert main([str(root), str(out), "participant", "--device", "cpu", "--no-progress"]) == 0
-    assert main([str(root), str(out), "group"]) == 0
+    assert main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress"]) == 0
+    assert _digest(bids) == before  # the input is never modified
+
+    sidecars = sorted(out.rglob("*_desc-defaced_*.json"))
+    assert len(sidecars) == 4
+    for side_path in sidecars:
+        side = json.loads(side_path.read_text())
+        d = side["Defacing"]
+        assert d["Model"] and len(d["ModelSHA256"]) == 64 and d["Device"] == "cpu"
+        assert d["VoxelsRemoved"] > 0 and "no_face_removed" not in d["QCFlags"]
+        assert side["SkullStripped"] is False
+        image = side_path.with_name(side_path.name.replace(".json", ".nii.gz"))
+        source = bids / side["Sources"][0].split(":", 2)[2]
+        mask_path = next(image.parent.glob(
+            image.name.split("_desc-defaced_")[0] + f"_label-face_desc-{image.name.split('_')[-1].split('.')[0]}_mask.nii.gz"))
+        mask = np.asanyarray(nib.load(mask_path).dataobj).astype(bool)
+        a = np.asanyarray(nib.load(source).dataobj)
+        b = np.asanyarray(nib.load(image).dataobj)
+        assert np.array_equal(a[~mask], b[~mask]) and (b[mask] == 0).all()
+        assert int(mask.sum()) == d["VoxelsRemoved"]
+    for sub in ("sub-01", "sub-02"):
+        html = (out / f"{sub}.html").read_text()
+        assert html.count("data:image/png;base64,") >= 4 and "http://" not in html
+
+    # a rerun skips the complete runs; the group level summarises them
+    assert main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress"]) == 0
+    assert main([str(bids), str(out), "group"]) == 0
+    rows = list(csv.DictReader((out / "group.tsv").open(), delimiter="\t"))
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert (out / "group.html").is_file()
     assert run_validator(out).errors == []

@@ -1,0 +1,143 @@
+"""Geometry of the head on RAS-oriented voxel arrays: head mask and pinnae.
+
+Shared by the training labels (DESIGN §1) and by inference, where the pinnae found here
+complete the model's ear prediction. Arrays are indexed ``[x, y, z]`` in RAS order with
+voxel sizes ``zooms`` (mm); only relative positions matter, so no affine is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["head_mask", "pinnae", "hull_per_side", "ear_zone"]
+
+
+def _edt(mask: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
+    return ndimage.distance_transform_edt(~mask, sampling=zooms)
+
+
+def head_mask(data: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
+    """Head tissue: above a robust threshold, largest component, holes filled per slice."""
+    finite = data[np.isfinite(data)]
+    hi = np.percentile(finite, 99.5)
+    lo = np.percentile(finite, 2)
+    mask = data > lo + 0.08 * (hi - lo)
+    mask = ndimage.binary_opening(mask, iterations=1)
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == sizes.argmax()
+    # close small gaps (sinuses, ear canals) and fill cavities slice by slice
+    mask = ndimage.binary_closing(mask, structure=np.ones((3, 3, 3)), iterations=2)
+    for axis in range(3):
+        filled = np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(mask, axis, 0)], 0)
+        mask = np.moveaxis(filled, 0, axis)
+    return mask
+
+
+def hull_per_side(mask: np.ndarray, x_mid_index: float) -> np.ndarray:
+    """Fill the convex hull of ``mask`` separately left and right of ``x_mid_index``."""
+    from scipy.spatial import Delaunay
+
+    out = np.zeros_like(mask)
+    xs = np.arange(mask.shape[0])
+    for side in (xs < x_mid_index, xs >= x_mid_index):
+        part = mask & side[:, None, None]
+        pts = np.argwhere(part)
+        if len(pts) < 8:
+            out |= part
+            continue
+        lo, hi = pts.min(0), pts.max(0) + 1
+        try:
+            tri = Delaunay(pts)
+        except Exception:  # flat point sets
+            out |= part
+            continue
+        grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1)
+        inside = tri.find_simplex(grid.reshape(-1, 3)) >= 0
+        out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] |= inside.reshape(grid.shape[:3])
+    return out
+
+
+def pinnae(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], open_mm: float = 7.0,
+           margin_mm: float = 5.0, brain_mm: float = 12.0, seed: np.ndarray | None = None) -> np.ndarray:
+    """Both external ears with a margin of air, on a RAS voxel grid.
+
+    The pinnae are the thin plates standing out of the head beside the temporal lobes: what a
+    morphological opening with a ball of ``open_mm`` removes from ``head`` in a box around
+    the ear position (found from ``brain``). ``seed`` (e.g. a model's ear prediction) is
+    added to them. Each side is filled to its convex hull (concha, lobule), grown by
+    ``margin_mm``, and kept lateral to the brain and farther than ``brain_mm`` from it.
+    """
+    zooms = np.asarray(zooms, float)
+    if not brain.any() or not head.any():
+        return np.zeros(head.shape, bool)
+    xs, ys, zs = (np.arange(n) * z for n, z in zip(head.shape, zooms))
+    bi = np.argwhere(brain)
+    bx, by, bz = xs[bi[:, 0]], ys[bi[:, 1]], zs[bi[:, 2]]
+    x_mid = float(np.median(bx))
+    half_width = float(np.abs(bx - x_mid).max())
+    lateral = np.abs(bx - x_mid) > 0.6 * half_width
+    z_temporal = float(np.percentile(bz[lateral], 3))
+    y_stem = float(np.median(by[bz < np.percentile(bz, 3)]))
+    X, Y, Z = xs[:, None, None], ys[None, :, None], zs[None, None, :]
+    box = ((np.abs(X - x_mid) > half_width - 5.0)
+           & (Y > y_stem - 45.0) & (Y < y_stem + 35.0)
+           & (Z > z_temporal - 45.0) & (Z < z_temporal + 35.0))
+    inside = ndimage.distance_transform_edt(head, sampling=zooms)
+    opened = _edt(inside > open_mm, zooms) <= open_mm
+    ears = head & ~opened & box
+    if seed is not None:
+        ears |= seed & box
+    lab, n = ndimage.label(ears)
+    if n:
+        sizes = ndimage.sum(ears, lab, index=np.arange(1, n + 1)) * float(np.prod(zooms)) / 1000.0
+        keep = np.zeros(n + 1, bool)
+        keep[1:] = sizes > 0.5  # mL
+        ears = keep[lab]
+    if not ears.any():
+        return ears
+    ears = hull_per_side(ears, x_mid / zooms[0])
+    ears = _edt(ears, zooms) <= margin_mm
+    ears &= np.broadcast_to(np.abs(X - x_mid) > half_width - 5.0, head.shape)
+    ears &= _edt(brain, zooms) > brain_mm
+    return ears
+
+
+def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_mm: float = 6.0,
+             air_mm: float = 10.0) -> np.ndarray:
+    """Region around both external ears, placed from the brain alone, on a RAS voxel grid.
+
+    Beside the temporal lobes (lateral to the brain's half-width less 15 mm), from 40 mm
+    behind to 30 mm in front of the brainstem and from 50 mm below to 25 mm above the
+    floor of the temporal lobes, farther than ``brain_mm`` from the brain and within
+    ``air_mm`` of the head. Distances scale with the brain's width (child heads). It
+    covers the pinnae however flat they lie against the head, the ear canals' openings
+    and the scalp around them, and stays away from the brain, the skull vault and the
+    temporalis muscles in front of and above the ear.
+    """
+    zooms = np.asarray(zooms, float)
+    if not brain.any() or not head.any():
+        return np.zeros(head.shape, bool)
+    xs, ys, zs = (np.arange(n) * z for n, z in zip(head.shape, zooms))
+    bi = np.argwhere(brain)
+    bx, by, bz = xs[bi[:, 0]], ys[bi[:, 1]], zs[bi[:, 2]]
+    x_mid = float(np.median(bx))
+    half_width = float(np.abs(bx - x_mid).max())
+    s = float(np.clip(half_width / 70.0, 0.5, 1.2))
+    lateral = np.abs(bx - x_mid) > 0.6 * half_width
+    z_temporal = float(np.percentile(bz[lateral], 3))
+    y_stem = float(np.median(by[bz < np.percentile(bz, 3)]))
+    X, Y, Z = xs[:, None, None], ys[None, :, None], zs[None, None, :]
+    box = ((np.abs(X - x_mid) > half_width - 15.0 * s)
+           & (Y > y_stem - 40.0 * s) & (Y < y_stem + 30.0 * s)
+           & (Z > z_temporal - 50.0 * s) & (Z < z_temporal + 25.0 * s))
+    if not box.any():
+        return np.zeros(head.shape, bool)
+    far = _edt(brain, zooms) > brain_mm
+    near_head = _edt(head, zooms) <= air_mm
+    return box & far & near_head
