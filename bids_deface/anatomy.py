@@ -7,6 +7,7 @@ voxel sizes ``zooms`` (mm); only relative positions matter, so no affine is need
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -63,6 +64,30 @@ def hull_per_side(mask: np.ndarray, x_mid_index: float) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class _EarReference:
+    """Where the ears are, from the brain (mm, in the array's own RAS frame)."""
+
+    x_mid: float  # mid-sagittal plane
+    half_width: float  # widest brain half-width
+    z_temporal: float  # floor of the temporal lobes
+    y_stem: float  # antero-posterior position of the lowest brainstem
+
+    @classmethod
+    def of(cls, brain: np.ndarray, zooms: np.ndarray) -> "_EarReference":
+        bx, by, bz = (np.argwhere(brain) * zooms).T
+        x_mid = float(np.median(bx))
+        half_width = float(np.abs(bx - x_mid).max())
+        lateral = np.abs(bx - x_mid) > 0.6 * half_width
+        return cls(x_mid, half_width, float(np.percentile(bz[lateral], 3)),
+                   float(np.median(by[bz < np.percentile(bz, 3)])))
+
+    @staticmethod
+    def grids(shape: tuple[int, ...], zooms: np.ndarray) -> tuple[np.ndarray, ...]:
+        xs, ys, zs = (np.arange(n) * z for n, z in zip(shape, zooms))
+        return xs[:, None, None], ys[None, :, None], zs[None, None, :]
+
+
 def pinnae(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], open_mm: float = 7.0,
            margin_mm: float = 5.0, brain_mm: float = 12.0, seed: np.ndarray | None = None) -> np.ndarray:
     """Both external ears with a margin of air, on a RAS voxel grid.
@@ -76,15 +101,9 @@ def pinnae(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], open_mm:
     zooms = np.asarray(zooms, float)
     if not brain.any() or not head.any():
         return np.zeros(head.shape, bool)
-    xs, ys, zs = (np.arange(n) * z for n, z in zip(head.shape, zooms))
-    bi = np.argwhere(brain)
-    bx, by, bz = xs[bi[:, 0]], ys[bi[:, 1]], zs[bi[:, 2]]
-    x_mid = float(np.median(bx))
-    half_width = float(np.abs(bx - x_mid).max())
-    lateral = np.abs(bx - x_mid) > 0.6 * half_width
-    z_temporal = float(np.percentile(bz[lateral], 3))
-    y_stem = float(np.median(by[bz < np.percentile(bz, 3)]))
-    X, Y, Z = xs[:, None, None], ys[None, :, None], zs[None, None, :]
+    ref = _EarReference.of(brain, zooms)
+    x_mid, half_width, z_temporal, y_stem = ref.x_mid, ref.half_width, ref.z_temporal, ref.y_stem
+    X, Y, Z = ref.grids(head.shape, zooms)
     box = ((np.abs(X - x_mid) > half_width - 5.0)
            & (Y > y_stem - 45.0) & (Y < y_stem + 35.0)
            & (Z > z_temporal - 45.0) & (Z < z_temporal + 35.0))
@@ -109,13 +128,14 @@ def pinnae(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], open_mm:
 
 
 def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_mm: float = 6.0,
-             air_mm: float = 10.0) -> np.ndarray:
+             air_mm: float = 10.0, brain_mm_high: float = 16.0) -> np.ndarray:
     """Region around both external ears, placed from the brain alone, on a RAS voxel grid.
 
     Beside the temporal lobes (lateral to the brain's half-width less 15 mm), from 40 mm
-    behind to 30 mm in front of the brainstem and from 50 mm below to 25 mm above the
-    floor of the temporal lobes, farther than ``brain_mm`` from the brain and within
-    ``air_mm`` of the head. Distances scale with the brain's width (child heads). It
+    behind to 30 mm in front of the brainstem and from 50 mm below to 40 mm above the
+    floor of the temporal lobes, farther than ``brain_mm`` from the brain (``brain_mm_high``
+    more than 10 mm above that floor, where the temporalis lies) and within ``air_mm`` of
+    the head. Distances scale with the brain's width (child heads). It
     covers the pinnae however flat they lie against the head, the ear canals' openings
     and the scalp around them, and stays away from the brain, the skull vault and the
     temporalis muscles in front of and above the ear.
@@ -123,21 +143,18 @@ def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_
     zooms = np.asarray(zooms, float)
     if not brain.any() or not head.any():
         return np.zeros(head.shape, bool)
-    xs, ys, zs = (np.arange(n) * z for n, z in zip(head.shape, zooms))
-    bi = np.argwhere(brain)
-    bx, by, bz = xs[bi[:, 0]], ys[bi[:, 1]], zs[bi[:, 2]]
-    x_mid = float(np.median(bx))
-    half_width = float(np.abs(bx - x_mid).max())
+    ref = _EarReference.of(brain, zooms)
+    x_mid, half_width, z_temporal, y_stem = ref.x_mid, ref.half_width, ref.z_temporal, ref.y_stem
     s = float(np.clip(half_width / 70.0, 0.5, 1.2))
-    lateral = np.abs(bx - x_mid) > 0.6 * half_width
-    z_temporal = float(np.percentile(bz[lateral], 3))
-    y_stem = float(np.median(by[bz < np.percentile(bz, 3)]))
-    X, Y, Z = xs[:, None, None], ys[None, :, None], zs[None, None, :]
+    X, Y, Z = ref.grids(head.shape, zooms)
     box = ((np.abs(X - x_mid) > half_width - 15.0 * s)
            & (Y > y_stem - 40.0 * s) & (Y < y_stem + 30.0 * s)
-           & (Z > z_temporal - 50.0 * s) & (Z < z_temporal + 25.0 * s))
+           & (Z > z_temporal - 50.0 * s) & (Z < z_temporal + 40.0 * s))
     if not box.any():
         return np.zeros(head.shape, bool)
-    far = _edt(brain, zooms) > brain_mm
+    # above the ear canal the temporalis lies on the skull: there only what stands out of
+    # the head (the helix) is taken
+    high = np.broadcast_to(Z > z_temporal + 10.0 * s, head.shape)
+    far = _edt(brain, zooms) > np.where(high, brain_mm_high, brain_mm)
     near_head = _edt(head, zooms) <= air_mm
     return box & far & near_head

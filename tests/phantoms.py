@@ -11,8 +11,8 @@ def _ellipsoid(world: np.ndarray, centre: tuple[float, ...], radii: tuple[float,
     return d <= 1.0
 
 
-def head_phantom(zoom: float = 2.0) -> tuple[nib.Nifti1Image, np.ndarray]:
-    """T1-like phantom head and its brain mask."""
+def head_phantom(zoom: float = 2.0, with_ears: bool = False):  # type: ignore[no-untyped-def]
+    """T1-like phantom head and its brain mask (and its ears, when asked)."""
     shape = tuple(int(v / zoom) for v in (190, 230, 200))
     affine = np.diag([zoom, zoom, zoom, 1.0])
     affine[:3, 3] = [-95.0, -120.0, -90.0]
@@ -27,7 +27,7 @@ def head_phantom(zoom: float = 2.0) -> tuple[nib.Nifti1Image, np.ndarray]:
     neck = _ellipsoid(world, (0, -15, -70), (40, 40, 35))
     eyes = _ellipsoid(world, (-32, 72, -28), (11, 11, 11)) | _ellipsoid(world, (32, 72, -28), (11, 11, 11))
     nose = _ellipsoid(world, (0, 92, -50), (9, 14, 18))
-    ears = _ellipsoid(world, (-76, -5, -35), (5, 14, 26)) | _ellipsoid(world, (76, -5, -35), (5, 14, 26))
+    ears = _ellipsoid(world, (-77, -5, -2), (6, 14, 22)) | _ellipsoid(world, (77, -5, -2), (6, 14, 22))
     data = np.zeros(shape, np.float32)
     data[scalp | face | neck | nose | ears] = 0.85
     data[skull & ~face] = 0.1
@@ -40,4 +40,4 @@ def head_phantom(zoom: float = 2.0) -> tuple[nib.Nifti1Image, np.ndarray]:
     img = nib.Nifti1Image(data.astype(np.int16), affine)
     img.set_qform(affine, 1)
     img.set_sform(affine, 1)
-    return img, brain
+    return (img, brain, ears) if with_ears else (img, brain)
