@@ -127,14 +127,15 @@ def pinnae(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], open_mm:
     return ears
 
 
-def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_mm: float = 6.0,
-             air_mm: float = 10.0, brain_mm_high: float = 16.0) -> np.ndarray:
+def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_mm: float = 4.5,
+             air_mm: float = 10.0, brain_mm_high: float = 16.0, high_from_mm: float = 20.0,
+             lateral_mm: float = 15.0) -> np.ndarray:
     """Region around both external ears, placed from the brain alone, on a RAS voxel grid.
 
-    Beside the temporal lobes (lateral to the brain's half-width less 15 mm), from 40 mm
+    Beside the temporal lobes (lateral to the brain's half-width less ``lateral_mm``), from 40 mm
     behind to 30 mm in front of the brainstem and from 50 mm below to 40 mm above the
     floor of the temporal lobes, farther than ``brain_mm`` from the brain (``brain_mm_high``
-    more than 10 mm above that floor, where the temporalis lies) and within ``air_mm`` of
+    more than ``high_from_mm`` above that floor, where the temporalis lies) and within ``air_mm`` of
     the head. Distances scale with the brain's width (child heads). It
     covers the pinnae however flat they lie against the head, the ear canals' openings
     and the scalp around them, and stays away from the brain, the skull vault and the
@@ -147,14 +148,14 @@ def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_
     x_mid, half_width, z_temporal, y_stem = ref.x_mid, ref.half_width, ref.z_temporal, ref.y_stem
     s = float(np.clip(half_width / 70.0, 0.5, 1.2))
     X, Y, Z = ref.grids(head.shape, zooms)
-    box = ((np.abs(X - x_mid) > half_width - 15.0 * s)
+    box = ((np.abs(X - x_mid) > half_width - lateral_mm * s)
            & (Y > y_stem - 40.0 * s) & (Y < y_stem + 30.0 * s)
            & (Z > z_temporal - 50.0 * s) & (Z < z_temporal + 40.0 * s))
     if not box.any():
         return np.zeros(head.shape, bool)
     # above the ear canal the temporalis lies on the skull: there only what stands out of
     # the head (the helix) is taken
-    high = np.broadcast_to(Z > z_temporal + 10.0 * s, head.shape)
+    high = np.broadcast_to(Z > z_temporal + high_from_mm * s, head.shape)
     far = _edt(brain, zooms) > np.where(high, brain_mm_high, brain_mm)
     near_head = _edt(head, zooms) <= air_mm
     return box & far & near_head
