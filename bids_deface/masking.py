@@ -24,7 +24,7 @@ import torch
 from .anatomy import ear_zone, head_mask
 from .deface import brain_guard, clean_face_mask
 
-__all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "LABELS"]
+__all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "guard_margin", "LABELS"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,22 @@ def _as_3d_float(img: nib.Nifti1Image) -> np.ndarray:
     if not np.isfinite(data).all():
         data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     return data
+
+
+def guard_margin(zooms: tuple[float, ...], guard_mm: float) -> float:
+    """Margin of the brain guard on a grid of voxel sizes ``zooms``.
+
+    On thick-slice grids (thickest voxel side more than twice the finest) a brain voxel's
+    neighbouring slice may hold brain by partial volume: the margin then covers that whole
+    slice and its in-plane neighbours (thickest + finest side).
+
+    Examples
+    --------
+    >>> guard_margin((1.0, 1.0, 1.0), 4.0), guard_margin((1.0, 1.0, 5.0), 4.0)
+    (4.0, 6.0)
+    """
+    hi, lo = max(zooms), min(zooms)
+    return max(guard_mm, hi + lo) if hi > 2 * lo else guard_mm
 
 
 class FaceModel:
@@ -221,7 +237,8 @@ class FaceModel:
         img : nibabel image
             Any orientation, voxel size and dtype; 4D images use their first volume.
         guard_mm : float
-            No face voxel is kept within this distance of the predicted brain.
+            No face voxel is kept within this distance of the predicted brain (more on
+            thick-slice grids, see :func:`guard_margin`).
         min_component_ml : float
             Face islands smaller than this are dropped before the guard.
         ears : bool
@@ -240,7 +257,7 @@ class FaceModel:
             face |= self.ear_zone(img, brain)
         t_ears = time.perf_counter() - t_ears
         raw_voxels = int(face.sum())
-        guarded = brain_guard(face, brain, zooms, guard_mm)
+        guarded = brain_guard(face, brain, zooms, guard_margin(zooms, guard_mm))
         t2 = time.perf_counter()
         return MaskPrediction(
             face=guarded.face,

@@ -107,3 +107,18 @@ def test_mask_is_uint8_on_the_same_grid(tmp_path: Path) -> None:
     assert m.get_data_dtype() == np.uint8
     assert np.allclose(m.affine, affine) and int(m.header["qform_code"]) == 1
     assert (np.asanyarray(m.dataobj) == mask).all()
+
+
+def test_guard_margin_covers_the_neighbouring_thick_slice() -> None:
+    from bids_deface.masking import guard_margin
+
+    assert guard_margin((1.0, 1.0, 1.0), 4.0) == 4.0
+    assert guard_margin((2.0, 2.0, 2.0), 4.0) == 4.0
+    zooms = (1.0, 1.0, 5.0)
+    margin = guard_margin(zooms, 4.0)
+    face = np.ones((5, 5, 5), bool)
+    brain = np.zeros_like(face)
+    brain[:, :, 3:] = True
+    res = brain_guard(face & ~brain, brain, zooms, margin)
+    assert not res.face[:, :, 2].any()  # the slice next to the brain stays
+    assert res.face[:, :, :2].all()
