@@ -13,11 +13,33 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["head_mask", "pinnae", "hull_per_side", "ear_zone"]
+__all__ = ["distance_mm", "orbit_level", "block_reduce", "head_mask", "pinnae", "hull_per_side",
+           "ear_zone"]
 
 
-def _edt(mask: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
-    return ndimage.distance_transform_edt(~mask, sampling=zooms)
+def distance_mm(mask: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
+    """Euclidean distance in mm of every voxel to the nearest voxel of ``mask``
+    (infinite everywhere when ``mask`` is empty)."""
+    if not mask.any():
+        return np.full(mask.shape, np.inf)
+    return ndimage.distance_transform_edt(~mask, sampling=tuple(float(z) for z in zooms))
+
+
+def orbit_level(brain_points: np.ndarray) -> tuple[float, float]:
+    """``(y_front, z_orb)`` from brain points (N×3, RAS mm): the most anterior brain point
+    and the underside of the frontal lobe within 30 mm behind it (the orbital roofs)."""
+    y_front = float(brain_points[:, 1].max())
+    frontal = brain_points[:, 1] > y_front - 30.0
+    return y_front, float(np.percentile(brain_points[frontal, 2], 2))
+
+
+def block_reduce(data: np.ndarray, factors: Sequence[int], reducer=np.mean) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Reduce ``data`` by blocks of ``factors`` voxels (``np.mean``, ``np.any``, ...),
+    dropping the incomplete blocks at the far ends."""
+    f = [int(v) for v in factors]
+    n = [s // k for s, k in zip(data.shape[:3], f)]
+    cropped = data[: n[0] * f[0], : n[1] * f[1], : n[2] * f[2]]
+    return reducer(cropped.reshape(n[0], f[0], n[1], f[1], n[2], f[2]), axis=(1, 3, 5))
 
 
 def head_mask(data: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
@@ -108,7 +130,7 @@ def pinnae(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], open_mm:
            & (Y > y_stem - 45.0) & (Y < y_stem + 35.0)
            & (Z > z_temporal - 45.0) & (Z < z_temporal + 35.0))
     inside = ndimage.distance_transform_edt(head, sampling=zooms)
-    opened = _edt(inside > open_mm, zooms) <= open_mm
+    opened = distance_mm(inside > open_mm, zooms) <= open_mm
     ears = head & ~opened & box
     if seed is not None:
         ears |= seed & box
@@ -121,9 +143,9 @@ def pinnae(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], open_mm:
     if not ears.any():
         return ears
     ears = hull_per_side(ears, x_mid / zooms[0])
-    ears = _edt(ears, zooms) <= margin_mm
+    ears = distance_mm(ears, zooms) <= margin_mm
     ears &= np.broadcast_to(np.abs(X - x_mid) > half_width - 5.0, head.shape)
-    ears &= _edt(brain, zooms) > brain_mm
+    ears &= distance_mm(brain, zooms) > brain_mm
     return ears
 
 
@@ -156,6 +178,6 @@ def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_
     # above the ear canal the temporalis lies on the skull: there only what stands out of
     # the head (the helix) is taken
     high = np.broadcast_to(Z > z_temporal + high_from_mm * s, head.shape)
-    far = _edt(brain, zooms) > np.where(high, brain_mm_high, brain_mm)
-    near_head = _edt(head, zooms) <= air_mm
+    far = distance_mm(brain, zooms) > np.where(high, brain_mm_high, brain_mm)
+    near_head = distance_mm(head, zooms) <= air_mm
     return box & far & near_head

@@ -14,6 +14,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from .anatomy import distance_mm
+
 __all__ = [
     "GuardResult",
     "brain_guard",
@@ -32,15 +34,6 @@ class GuardResult:
 
     face: np.ndarray
     guard_voxels: int
-
-
-def _distance_from(mask: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
-    """Euclidean distance in mm of every voxel to the nearest voxel of ``mask``."""
-    if not mask.any():
-        return np.full(mask.shape, np.inf, dtype=np.float32)
-    return ndimage.distance_transform_edt(~mask, sampling=tuple(float(z) for z in zooms)).astype(
-        np.float32
-    )
 
 
 def brain_guard(
@@ -68,7 +61,7 @@ def brain_guard(
     brain = np.asarray(brain, dtype=bool)
     if face.shape != brain.shape:
         raise ValueError(f"face {face.shape} and brain {brain.shape} masks differ in shape")
-    protected = _distance_from(brain, zooms) <= margin_mm
+    protected = distance_mm(brain, zooms) <= margin_mm
     guarded = face & ~protected
     return GuardResult(face=guarded, guard_voxels=int(np.count_nonzero(face & protected)))
 

@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from .anatomy import ear_zone, head_mask
+from .anatomy import block_reduce, ear_zone, head_mask
 from .deface import brain_guard, clean_face_mask
 
 __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "guard_margin", "LABELS"]
@@ -84,6 +84,22 @@ def _as_3d_float(img: nib.Nifti1Image) -> np.ndarray:
     if not np.isfinite(data).all():
         data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     return data
+
+
+def _to_ras(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Orientation, voxel data (float32, 3D) and voxel sizes of ``img`` in RAS axis order
+    (flips and axis swaps only, no interpolation)."""
+    ornt = nib.orientations.io_orientation(img.affine)
+    data = nib.orientations.apply_orientation(_as_3d_float(img), ornt)
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)[ornt[:, 0].astype(int).argsort()]
+    return ornt, data, zooms
+
+
+def _from_ras(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Undo :func:`_to_ras` on an array computed in RAS axis order."""
+    back = nib.orientations.apply_orientation(
+        arr, nib.orientations.ornt_transform(np.c_[np.arange(3), np.ones(3)], ornt))
+    return np.ascontiguousarray(back)
 
 
 def guard_margin(zooms: tuple[float, ...], guard_mm: float) -> float:
@@ -187,20 +203,12 @@ class FaceModel:
 
     def predict_labels(self, img: nib.Nifti1Image) -> np.ndarray:
         """Label map (0 keep, 1 face, 2 brain) on the grid of ``img``."""
-        data = _as_3d_float(img)
-        ornt = nib.orientations.io_orientation(img.affine)
-        ras = nib.orientations.apply_orientation(data, ornt)
-        zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
-        ras_zooms = zooms[ornt[:, 0].astype(int).argsort()]
+        ornt, ras, ras_zooms = _to_ras(img)
         # nnU-Net's NibabelIO convention: [x, y, z] -> [z, y, x]
         arr = np.ascontiguousarray(ras.transpose(2, 1, 0))[None]
         props = {"spacing": [float(s) for s in ras_zooms[::-1]]}
         seg = self._predict_zyx(arr, props)
-        seg_ras = np.asarray(seg).transpose(2, 1, 0)
-        back = nib.orientations.apply_orientation(
-            seg_ras, nib.orientations.ornt_transform(np.c_[np.arange(3), np.ones(3)], ornt)
-        )
-        return np.ascontiguousarray(back.astype(np.uint8))
+        return _from_ras(np.asarray(seg, dtype=np.uint8).transpose(2, 1, 0), ornt)
 
     def ear_zone(self, img: nib.Nifti1Image, brain: np.ndarray) -> np.ndarray:
         """The ear zone of :func:`bids_deface.anatomy.ear_zone` on the grid of ``img``.
@@ -208,23 +216,16 @@ class FaceModel:
         Computed on a RAS copy reduced to voxels of about 2 mm (block means of the image,
         any-brain blocks), then brought back to the input grid.
         """
-        ornt = nib.orientations.io_orientation(img.affine)
-        data = nib.orientations.apply_orientation(_as_3d_float(img), ornt)
+        ornt, data, zooms = _to_ras(img)
         ras_brain = nib.orientations.apply_orientation(brain, ornt)
-        zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)[ornt[:, 0].astype(int).argsort()]
         f = np.maximum(1, np.floor(2.0 / zooms + 1e-6)).astype(int)
-        n = np.asarray(data.shape) // f
-        crop = tuple(slice(0, int(k * m)) for k, m in zip(n, f))
-        shape6 = (n[0], f[0], n[1], f[1], n[2], f[2])
-        coarse = data[crop].reshape(shape6).mean((1, 3, 5))
-        coarse_brain = ras_brain[crop].reshape(shape6).any((1, 3, 5))
         czooms = zooms * f
-        zone = ear_zone(head_mask(coarse, czooms), coarse_brain, czooms)
+        coarse_brain = block_reduce(ras_brain, f, np.any)
+        zone = ear_zone(head_mask(block_reduce(data, f), czooms), coarse_brain, czooms)
         full = np.zeros(data.shape, bool)
-        full[crop] = np.repeat(np.repeat(np.repeat(zone, f[0], 0), f[1], 1), f[2], 2)
-        back = nib.orientations.apply_orientation(
-            full, nib.orientations.ornt_transform(np.c_[np.arange(3), np.ones(3)], ornt))
-        return np.ascontiguousarray(back)
+        up = np.repeat(np.repeat(np.repeat(zone, f[0], 0), f[1], 1), f[2], 2)
+        full[: up.shape[0], : up.shape[1], : up.shape[2]] = up
+        return _from_ras(full, ornt)
 
     def predict(
         self, img: nib.Nifti1Image, guard_mm: float = 4.0, min_component_ml: float = 0.5,

@@ -50,10 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
                         format="%(levelname)s: %(message)s", stream=sys.stderr)
-    from ..data import default_model_dir
     from ..deface import deface_image
+    from ..errors import ModelError
     from ..io import load_nifti, save_mask_like, save_raw_like
-    from ..masking import FaceModel
+    from ..pipeline import load_face_model
 
     src = args.input.resolve()
     targets = [args.output] + ([args.mask] if args.mask else [])
@@ -70,9 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", exc)
         return 3
     try:
-        model = FaceModel(args.model_dir or default_model_dir(), device=args.device, threads=args.threads)
-    except (FileNotFoundError, RuntimeError, ValueError) as exc:
-        logger.error("cannot load the face model: %s", exc)
+        model = load_face_model(args.model_dir, device=args.device, threads=args.threads)
+    except ModelError as exc:
+        logger.error("%s", exc)
         return 6
     t0 = time.perf_counter()
     pred = model.predict(img, guard_mm=args.guard_mm)

@@ -16,6 +16,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from ..anatomy import block_reduce, orbit_level
+
 __all__ = ["EvalCase", "load_landmarks", "make_cases", "CASE_NAMES"]
 
 
@@ -52,10 +54,9 @@ def _synth_contrast(tissue: np.ndarray, means: tuple[float, ...], seed: int) -> 
 
 def _thick_slices(data: np.ndarray, affine: np.ndarray, factor: int, axis: int = 2,
                   reducer: Callable[..., np.ndarray] = np.mean) -> tuple[np.ndarray, np.ndarray]:
-    n = data.shape[axis] // factor
-    moved = np.moveaxis(data, axis, 0)[: n * factor]
-    blocks = moved.reshape(n, factor, *moved.shape[1:])
-    out = np.moveaxis(reducer(blocks, axis=1), 0, axis)
+    factors = [1, 1, 1]
+    factors[axis] = factor
+    out = block_reduce(data, factors, reducer)
     new = affine.copy()
     new[:3, axis] = affine[:3, axis] * factor
     new[:3, 3] = affine[:3, 3] + affine[:3, axis] * (factor - 1) / 2.0
@@ -122,8 +123,7 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
     face_ref = labels.target == 1
     tissue = labels.tissue
     world_brain = nib.affines.apply_affine(affine, np.argwhere(brain_ras))
-    y_front = float(world_brain[:, 1].max())
-    z_orb = float(np.percentile(world_brain[world_brain[:, 1] > y_front - 30, 2], 2))
+    y_front, z_orb = orbit_level(world_brain)
     centre = world_brain.mean(0)
 
     def new(data_: np.ndarray, aff: np.ndarray) -> nib.Nifti1Image:

@@ -32,7 +32,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from ..anatomy import head_mask, pinnae
+from ..anatomy import distance_mm, head_mask, orbit_level, pinnae
 
 __all__ = ["FaceRule", "HeadLabels", "head_mask", "face_label", "tissue_classes", "make_labels", "main"]
 
@@ -65,10 +65,6 @@ class HeadLabels:
     head: np.ndarray  # bool
 
 
-def _edt(mask: np.ndarray, zooms: np.ndarray) -> np.ndarray:
-    return ndimage.distance_transform_edt(~mask, sampling=zooms)
-
-
 def _world_coords(shape: tuple[int, ...], affine: np.ndarray, axis: int) -> np.ndarray:
     """World coordinate (RAS, mm) along ``axis`` for an axis-aligned RAS affine."""
     idx = np.arange(shape[axis])
@@ -82,19 +78,16 @@ def face_label(head: np.ndarray, brain: np.ndarray, affine: np.ndarray,
     xs, ys, zs = (_world_coords(head.shape, affine, a) for a in range(3))
     bi = np.argwhere(brain)
     bx, by, bz = xs[bi[:, 0]], ys[bi[:, 1]], zs[bi[:, 2]]
-    y_front = by.max()
-    x_mid = float(np.median(bx))
-    frontal = by > y_front - 30.0
-    z_orb = float(np.percentile(bz[frontal], 2))
+    y_front, z_orb = orbit_level(np.c_[bx, by, bz])
     Y = ys[None, :, None]
     Z = zs[None, None, :]
     front = (Y > y_front - rule.behind_mm) & (Z < z_orb + rule.above_mm)
     # the air in front of the face, not the whole field of view
-    front = np.broadcast_to(front, head.shape) & (_edt(head, zooms) <= rule.air_mm)
+    front = np.broadcast_to(front, head.shape) & (distance_mm(head, zooms) <= rule.air_mm)
 
     ears = pinnae(head, brain, zooms, rule.ear_open_mm, rule.ear_margin_mm, rule.ear_brain_mm)
 
-    protected = _edt(brain, zooms) <= rule.brain_margin_mm
+    protected = distance_mm(brain, zooms) <= rule.brain_margin_mm
     return (front | ears) & ~protected
 
 

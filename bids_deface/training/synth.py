@@ -29,6 +29,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from ..anatomy import block_reduce, orbit_level
+
 __all__ = ["CONTRASTS", "SourceHead", "load_source", "synthesise", "write_dataset", "main"]
 
 logger = logging.getLogger(__name__)
@@ -66,8 +68,7 @@ def load_source(labels_dir: Path, name: str) -> SourceHead:
     affine = timg.affine
     bi = np.argwhere(target == 2)
     world = nib.affines.apply_affine(affine, bi)
-    y_front = float(world[:, 1].max())
-    z_orb = float(np.percentile(world[world[:, 1] > y_front - 30, 2], 2))
+    y_front, z_orb = orbit_level(world)
     head = np.argwhere(tissue > 0)
     centre = nib.affines.apply_affine(affine, head.mean(0))
     return SourceHead(name, tissue, target, affine, z_orb, y_front, centre)
@@ -272,9 +273,7 @@ def render_head(src: SourceHead, contrast: str, spacing: tuple[float, float, flo
     noise = 0.012
     img = np.sqrt((img + noise * rng.standard_normal(img.shape)) ** 2 + (noise * rng.standard_normal(img.shape)) ** 2)
     factors = [max(1, int(round(s / fine))) for s in spacing]
-    n = [img.shape[i] // factors[i] for i in range(3)]
-    img = img[: n[0] * factors[0], : n[1] * factors[1], : n[2] * factors[2]]
-    img = img.reshape(n[0], factors[0], n[1], factors[1], n[2], factors[2]).mean((1, 3, 5))
+    img = block_reduce(img, factors)
     affine = out.copy()
     affine[:3, :3] = np.diag([fine * f for f in factors])
     affine[:3, 3] = out[:3, 3] + fine * (np.asarray(factors) - 1) / 2

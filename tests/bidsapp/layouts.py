@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
+
+from bids_deface.masking import MaskPrediction
 
 SHAPE = (20, 24, 20)
 
@@ -107,18 +108,6 @@ def make_dataset(root: Path, files: Sequence[str] = STANDARD_FILES) -> Path:
     return root
 
 
-@dataclass(frozen=True)
-class BoxPrediction:
-    """Mask prediction with the fields the pipeline reads."""
-
-    face: np.ndarray
-    brain: np.ndarray
-    face_raw_voxels: int
-    guard_voxels: int
-    seconds: float
-    timings: dict[str, float] = field(default_factory=dict)
-
-
 class BoxMasker:
     """Pure-function masker: the face is a box at the front of the grid, the brain a box in
     the middle. No model involved: for tests of writing, naming and resume only."""
@@ -131,7 +120,7 @@ class BoxMasker:
         self.calls = 0
         self.fail_on = fail_on
 
-    def predict(self, img: nib.Nifti1Image) -> BoxPrediction:
+    def predict(self, img: nib.Nifti1Image) -> MaskPrediction:
         self.calls += 1
         if self.fail_on and self.fail_on in str(img.get_filename()):
             raise RuntimeError("simulated prediction failure")
@@ -140,4 +129,4 @@ class BoxMasker:
         face[:, int(ny * 0.75):, : int(nz * 0.5)] = True
         brain = np.zeros_like(face)
         brain[nx // 4: 3 * nx // 4, ny // 4: ny // 2, nz // 2:] = True
-        return BoxPrediction(face, brain, int(face.sum()), 0, 0.01)
+        return MaskPrediction(face, brain, int(face.sum()), 0, 0.01)
