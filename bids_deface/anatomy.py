@@ -149,7 +149,7 @@ def pinnae(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], open_mm:
     return ears
 
 
-def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_mm: float = 4.5,
+def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_mm: float = 2.0,
              air_mm: float = 10.0, brain_mm_high: float = 16.0, high_from_mm: float = 20.0,
              lateral_mm: float = 15.0) -> np.ndarray:
     """Region around both external ears, placed from the brain alone, on a RAS voxel grid.
@@ -158,7 +158,7 @@ def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_
     behind to 30 mm in front of the brainstem and from 50 mm below to 40 mm above the
     floor of the temporal lobes, farther than ``brain_mm`` from the brain (``brain_mm_high``
     more than ``high_from_mm`` above that floor, where the temporalis lies) and within ``air_mm`` of
-    the head. Distances scale with the brain's width (child heads). It
+    the head; the brain guard that follows sets the final, wider margin. Distances scale with the brain's width (child heads). It
     covers the pinnae however flat they lie against the head, the ear canals' openings
     and the scalp around them, and stays away from the brain, the skull vault and the
     temporalis muscles in front of and above the ear.

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,17 +106,19 @@ def _from_ras(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
 def guard_margin(zooms: tuple[float, ...], guard_mm: float) -> float:
     """Margin of the brain guard on a grid of voxel sizes ``zooms``.
 
-    On thick-slice grids (thickest voxel side more than twice the finest) a brain voxel's
-    neighbouring slice may hold brain by partial volume: the margin then covers that whole
-    slice and its in-plane neighbours (thickest + finest side).
+    On thick-slice grids (thickest voxel side more than twice the finest) the slab next to
+    a brain slab may hold brain by partial volume: the margin then reaches the voxel
+    across that slab boundary and its in-plane neighbours (hypotenuse of the thickest and
+    finest sides), if that is more than ``guard_mm``.
 
     Examples
     --------
-    >>> guard_margin((1.0, 1.0, 1.0), 4.0), guard_margin((1.0, 1.0, 5.0), 4.0)
-    (4.0, 6.0)
+    >>> guard_margin((1.0, 1.0, 1.0), 4.0), round(guard_margin((1.0, 1.0, 5.0), 4.0), 2)
+    (4.0, 5.1)
     """
     hi, lo = max(zooms), min(zooms)
-    return max(guard_mm, hi + lo) if hi > 2 * lo else guard_mm
+    # (a hair more, so that the diagonal neighbour's centre distance is inside it exactly)
+    return max(guard_mm, math.hypot(hi, lo) + 1e-6) if hi > 2 * lo else guard_mm
 
 
 class FaceModel:

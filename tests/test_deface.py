@@ -122,3 +122,11 @@ def test_guard_margin_covers_the_neighbouring_thick_slice() -> None:
     res = brain_guard(face & ~brain, brain, zooms, margin)
     assert not res.face[:, :, 2].any()  # the slice next to the brain stays
     assert res.face[:, :, :2].all()
+    # one brain voxel: the voxel across the slab boundary and its in-plane neighbours stay
+    brain = np.zeros_like(face)
+    brain[2, 2, 3] = True
+    res = brain_guard(face & ~brain, brain, zooms, margin)
+    kept = ~res.face[:, :, 2]
+    assert kept[2, 2] and kept[1, 2] and kept[2, 3] and not kept[0, 2]
+    assert not kept[1, 1]  # diagonal in-plane neighbour across the boundary: 5.2 mm
+    assert res.face[:, :, :2].all()

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["sphere_mask", "feature_coverage", "brain_voxels_removed", "dice", "hd95",
+__all__ = ["sphere_mask", "feature_coverage", "brain_voxels_removed", "brain_gap_mm", "dice", "hd95",
            "COVERAGE_RADIUS_MM", "REQUIRED"]
 
 #: Radius of the sphere around each landmark (mm): inside the eyeball (r ≈ 12 mm), the
@@ -48,7 +48,7 @@ def feature_coverage(face: np.ndarray, head: np.ndarray, affine: np.ndarray,
     --------
     >>> head = np.ones((21, 21, 21), bool); face = head.copy(); face[:10] = False
     >>> round(feature_coverage(face, head, np.eye(4), (10, 10, 10), 3.0), 2)
-    0.55
+    0.62
     """
     sphere = sphere_mask(face.shape, affine, landmark, radius_mm) & head
     n = int(sphere.sum())
@@ -60,6 +60,25 @@ def feature_coverage(face: np.ndarray, head: np.ndarray, affine: np.ndarray,
 def brain_voxels_removed(face: np.ndarray, brain: np.ndarray) -> int:
     """Voxels of an independent brain mask that the face mask removes (must be 0)."""
     return int(np.count_nonzero(face & brain))
+
+
+def brain_gap_mm(face: np.ndarray, brain: np.ndarray, zooms: Sequence[float]) -> float:
+    """Smallest distance (mm, voxel centres) from a removed voxel to the brain mask.
+
+    Reported beside :func:`brain_voxels_removed`: DESIGN §1 asks for a margin of about 2 mm.
+    ``inf`` when nothing is removed or the brain mask is empty.
+
+    Examples
+    --------
+    >>> brain = np.zeros((10, 1, 1), bool); brain[:3] = True
+    >>> face = np.zeros_like(brain); face[6:] = True
+    >>> brain_gap_mm(face, brain, (1.0, 1.0, 2.0))
+    4.0
+    """
+    face, brain = face.astype(bool), brain.astype(bool)
+    if not face.any() or not brain.any():
+        return float("inf")
+    return float(ndimage.distance_transform_edt(~brain, sampling=zooms)[face].min())
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
