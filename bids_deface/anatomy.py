@@ -1,8 +1,9 @@
-"""Geometry of the head on RAS-oriented voxel arrays: head mask and pinnae.
+"""Geometry of the head on RAS-oriented voxel arrays: head mask, pinnae and ear zone.
 
-Shared by the training labels (DESIGN §1) and by inference, where the pinnae found here
-complete the model's ear prediction. Arrays are indexed ``[x, y, z]`` in RAS order with
-voxel sizes ``zooms`` (mm); only relative positions matter, so no affine is needed.
+Shared by the training labels (DESIGN §1: the pinnae label the ears) and by inference
+(the ear zone completes the model's face and ears). Arrays are indexed ``[x, y, z]`` in
+RAS order with voxel sizes ``zooms`` (mm); only relative positions matter, so no affine
+is needed.
 """
 
 from __future__ import annotations
@@ -157,11 +158,11 @@ def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_
     Beside the temporal lobes (lateral to the brain's half-width less ``lateral_mm``), from 40 mm
     behind to 30 mm in front of the brainstem and from 50 mm below to 40 mm above the
     floor of the temporal lobes, farther than ``brain_mm`` from the brain (``brain_mm_high``
-    more than ``high_from_mm`` above that floor, where the temporalis lies) and within ``air_mm`` of
-    the head; the brain guard that follows sets the final, wider margin. Distances scale with the brain's width (child heads). It
-    covers the pinnae however flat they lie against the head, the ear canals' openings
-    and the scalp around them, and stays away from the brain, the skull vault and the
-    temporalis muscles in front of and above the ear.
+    more than ``high_from_mm`` above that floor, where the temporalis lies) and within ``air_mm``
+    of the head; the brain guard that follows sets the final, wider margin. Distances scale
+    with the brain's width (child heads). It covers the pinnae however flat they lie against
+    the head, the ear canals' openings and the scalp around them, and stays away from the
+    brain, the skull vault and the temporalis muscles in front of and above the ear.
     """
     zooms = np.asarray(zooms, float)
     if not brain.any() or not head.any():

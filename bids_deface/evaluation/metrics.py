@@ -7,6 +7,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..anatomy import distance_mm
+
 __all__ = ["sphere_mask", "feature_coverage", "brain_voxels_removed", "brain_gap_mm", "dice", "hd95",
            "COVERAGE_RADIUS_MM", "REQUIRED"]
 
@@ -75,10 +77,10 @@ def brain_gap_mm(face: np.ndarray, brain: np.ndarray, zooms: Sequence[float]) ->
     >>> brain_gap_mm(face, brain, (1.0, 1.0, 2.0))
     4.0
     """
-    face, brain = face.astype(bool), brain.astype(bool)
-    if not face.any() or not brain.any():
+    face = face.astype(bool)
+    if not face.any():
         return float("inf")
-    return float(ndimage.distance_transform_edt(~brain, sampling=zooms)[face].min())
+    return float(distance_mm(brain.astype(bool), zooms)[face].min())
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from ..anatomy import distance_mm, head_mask, orbit_level, pinnae
 
-__all__ = ["FaceRule", "HeadLabels", "head_mask", "face_label", "tissue_classes", "make_labels", "main"]
+__all__ = ["FaceRule", "HeadLabels", "face_label", "tissue_classes", "make_labels", "main"]
 
 logger = logging.getLogger(__name__)
 
