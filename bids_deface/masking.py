@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,8 @@ import torch
 from .anatomy import block_reduce, ear_zone, head_mask
 from .deface import brain_guard, clean_face_mask
 
-__all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "guard_margin", "LABELS"]
+__all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "guard_margin",
+           "head_scale", "LABELS"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,13 @@ logger = logging.getLogger(__name__)
 LABELS = {"keep": 0, "face": 1, "brain": 2}
 
 Device = Literal["auto", "cpu", "cuda"]
+
+#: Mean brain volume (mL, deepbet) of the adult heads the training images were made from.
+ADULT_BRAIN_ML = 1560.0
+#: The training images scale those heads by 0.6 to 1.1 (``training.synth``): a smaller head
+#: is shown to the model at a finer spacing, so that it appears at the middle of that range.
+TARGET_SCALE = 0.85
+MIN_SCALE = 0.6
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -73,6 +80,8 @@ class MaskPrediction:
     """Face voxels the brain guard gave back."""
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    spacing_mm: tuple[float, ...] = ()
+    """Voxel size (z, y, x) at which the model saw the image (finer than the plan's for small heads)."""
 
 
 def _as_3d_float(img: nib.Nifti1Image) -> np.ndarray:
@@ -106,19 +115,43 @@ def _from_ras(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
 def guard_margin(zooms: tuple[float, ...], guard_mm: float) -> float:
     """Margin of the brain guard on a grid of voxel sizes ``zooms``.
 
-    On thick-slice grids (thickest voxel side more than twice the finest) the slab next to
-    a brain slab may hold brain by partial volume: the margin then reaches the voxel
-    across that slab boundary and its in-plane neighbours (hypotenuse of the thickest and
-    finest sides), if that is more than ``guard_mm``.
+    Distances are measured between voxel centres. On thick-slice grids (thickest voxel
+    side more than twice the finest) a voxel holds tissue up to half a slab from its
+    centre, so the margin grows by the half slab beyond the in-plane half voxel:
+    ``guard_mm + (thickest - finest) / 2``.
 
     Examples
     --------
-    >>> guard_margin((1.0, 1.0, 1.0), 4.0), round(guard_margin((1.0, 1.0, 5.0), 4.0), 2)
-    (4.0, 5.1)
+    >>> guard_margin((1.0, 1.0, 1.0), 4.0), guard_margin((1.0, 1.0, 5.0), 4.0)
+    (4.0, 6.0)
     """
     hi, lo = max(zooms), min(zooms)
-    # (a hair more, so that the diagonal neighbour's centre distance is inside it exactly)
-    return max(guard_mm, math.hypot(hi, lo) + 1e-6) if hi > 2 * lo else guard_mm
+    return guard_mm + (hi - lo) / 2.0 if hi > 2 * lo else guard_mm
+
+
+def head_scale(brain: np.ndarray, zooms: tuple[float, ...], border_voxels: int = 50) -> float | None:
+    """Linear size of a head relative to the adult training heads, from the volume of its
+    predicted brain: ``(volume / ADULT_BRAIN_ML) ** (1/3)``.
+
+    ``None`` when there is no brain, or when the brain is cut by the field of view (more
+    than ``border_voxels`` brain voxels on the image's outer faces): its volume then says
+    nothing about the head's size.
+
+    Examples
+    --------
+    >>> brain = np.zeros((40, 40, 40), bool); brain[5:35, 5:35, 5:35] = True
+    >>> round(head_scale(brain, (3.0, 3.0, 3.0)), 3)   # 729 mL
+    0.776
+    >>> head_scale(brain[:20], (3.0, 3.0, 3.0)) is None
+    True
+    """
+    if not brain.any():
+        return None
+    on_border = sum(int(np.count_nonzero(np.take(brain, i, axis=a))) for a in range(3) for i in (0, -1))
+    if on_border > border_voxels:
+        return None
+    ml = float(np.count_nonzero(brain)) * float(np.prod(zooms)) / 1000.0
+    return (ml / ADULT_BRAIN_ML) ** (1.0 / 3.0)
 
 
 class FaceModel:
@@ -180,6 +213,26 @@ class FaceModel:
         self.sha256 = model_sha256(self.model_dir)
         logger.info("loaded model %s (%s) on %s", self.name, self.sha256[:12], self.device)
 
+    def adapted_spacing(self, scale: float | None) -> tuple[float, ...]:
+        """The model's voxel size for a head of linear size ``scale`` (see :func:`head_scale`):
+        the plan's spacing for adult-size heads or an unknown size; for a head smaller than
+        ``TARGET_SCALE`` the spacing shrinks with it (down to the ``MIN_SCALE`` head), so that
+        the head fills as many voxels as a mid-size training head."""
+        if scale is None or scale >= TARGET_SCALE:
+            return self.spacing_zyx
+        factor = max(scale, MIN_SCALE) / TARGET_SCALE
+        return tuple(round(s * factor, 3) for s in self.spacing_zyx)
+
+    @contextlib.contextmanager
+    def _spacing(self, spacing_zyx: tuple[float, ...]):
+        config = self._predictor.configuration_manager.configuration
+        plan = config["spacing"]
+        config["spacing"] = [float(s) for s in spacing_zyx]
+        try:
+            yield
+        finally:
+            config["spacing"] = plan
+
     def _predict_zyx(self, arr: np.ndarray, props: dict) -> np.ndarray:
         """nnU-Net preprocessing and sliding-window logits, then trilinear upsampling of the
         logits to the input grid on torch (nnU-Net's export resamples each class with
@@ -204,13 +257,15 @@ class FaceModel:
         # nnU-Net's transpose for this plan is the identity, but honour it
         return full.transpose(p.plans_manager.transpose_backward)
 
-    def predict_labels(self, img: nib.Nifti1Image) -> np.ndarray:
-        """Label map (0 keep, 1 face, 2 brain) on the grid of ``img``."""
+    def predict_labels(self, img: nib.Nifti1Image, spacing_zyx: tuple[float, ...] | None = None) -> np.ndarray:
+        """Label map (0 keep, 1 face, 2 brain) on the grid of ``img``, with the model
+        seeing the image at ``spacing_zyx`` (default: the plan's spacing)."""
         ornt, ras, ras_zooms = _to_ras(img)
         # nnU-Net's NibabelIO convention: [x, y, z] -> [z, y, x]
         arr = np.ascontiguousarray(ras.transpose(2, 1, 0))[None]
         props = {"spacing": [float(s) for s in ras_zooms[::-1]]}
-        seg = self._predict_zyx(arr, props)
+        with self._spacing(spacing_zyx or self.spacing_zyx):
+            seg = self._predict_zyx(arr, props)
         return _from_ras(np.asarray(seg, dtype=np.uint8).transpose(2, 1, 0), ornt)
 
     def ear_zone(self, img: nib.Nifti1Image, brain: np.ndarray) -> np.ndarray:
@@ -250,9 +305,13 @@ class FaceModel:
             (:func:`bids_deface.anatomy.ear_zone`) to the model's face and ears.
         """
         t0 = time.perf_counter()
-        labels = self.predict_labels(img)
-        t1 = time.perf_counter()
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+        labels = self.predict_labels(img)
+        spacing = self.adapted_spacing(head_scale(labels == LABELS["brain"], zooms))
+        if spacing != self.spacing_zyx:
+            # a small head: once more, at the spacing that gives it a mid-size head's voxels
+            labels = self.predict_labels(img, spacing)
+        t1 = time.perf_counter()
         face = labels == LABELS["face"]
         brain = labels == LABELS["brain"]
         face = clean_face_mask(face, zooms, min_component_ml)
@@ -270,4 +329,5 @@ class FaceModel:
             guard_voxels=guarded.guard_voxels,
             seconds=t2 - t0,
             timings={"predict": t1 - t0, "ears": t_ears, "guard": t2 - t1 - t_ears},
+            spacing_mm=spacing,
         )

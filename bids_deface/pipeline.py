@@ -187,6 +187,8 @@ def _defacing_record(
         "FaceVoxelsPredicted": int(prediction.face_raw_voxels),
         "GuardVoxels": int(prediction.guard_voxels),
         "BrainVoxels": brain_voxels,
+        # (the prediction's spacing is in nnU-Net's z, y, x order; the sidecar's in R, A, S)
+        "ModelSpacingMM": [float(v) for v in getattr(prediction, "spacing_mm", ())][::-1] or None,
         "QCFlags": list(flags),
         "InputSHA256": checksum,
     }

@@ -114,19 +114,21 @@ def test_guard_margin_covers_the_neighbouring_thick_slice() -> None:
 
     assert guard_margin((1.0, 1.0, 1.0), 4.0) == 4.0
     assert guard_margin((2.0, 2.0, 2.0), 4.0) == 4.0
+    assert guard_margin((1.0, 1.0, 2.0), 4.0) == 4.0  # not a thick-slice grid
     zooms = (1.0, 1.0, 5.0)
     margin = guard_margin(zooms, 4.0)
-    face = np.ones((5, 5, 5), bool)
+    assert margin == 6.0  # the guard's 4 mm plus the half slab beyond the in-plane half voxel
+    face = np.ones((9, 9, 5), bool)
     brain = np.zeros_like(face)
     brain[:, :, 3:] = True
     res = brain_guard(face & ~brain, brain, zooms, margin)
     assert not res.face[:, :, 2].any()  # the slice next to the brain stays
     assert res.face[:, :, :2].all()
-    # one brain voxel: the voxel across the slab boundary and its in-plane neighbours stay
+    # one brain voxel: in the slab across the boundary, voxels up to 6 mm away stay
     brain = np.zeros_like(face)
-    brain[2, 2, 3] = True
+    brain[4, 4, 3] = True
     res = brain_guard(face & ~brain, brain, zooms, margin)
     kept = ~res.face[:, :, 2]
-    assert kept[2, 2] and kept[1, 2] and kept[2, 3] and not kept[0, 2]
-    assert not kept[1, 1]  # diagonal in-plane neighbour across the boundary: 5.2 mm
+    assert kept[4, 4] and kept[7, 4] and kept[7, 5]  # 5.0, 5.8 and 5.9 mm
+    assert not kept[7, 6] and not kept[8, 4]  # 6.2 and 6.4 mm
     assert res.face[:, :, :2].all()

@@ -15,7 +15,7 @@ import pytest
 
 from bids_deface.data import default_model_dir
 from bids_deface.evaluation.cases import load_landmarks
-from bids_deface.evaluation.metrics import REQUIRED, brain_voxels_removed, feature_coverage
+from bids_deface.evaluation.metrics import COVERAGE_RADIUS_MM, REQUIRED, brain_voxels_removed, feature_coverage
 from bids_deface.masking import FaceModel
 from bids_deface.anatomy import head_mask
 
@@ -89,3 +89,27 @@ def test_per_file_command(tmp_path: Path, s1_2mm: nib.Nifti1Image) -> None:
     assert main([str(src), str(out)]) == 2  # exists, no --force
     assert main([str(src), str(src), "--force"]) == 2  # never over the input
     assert main([str(tmp_path / "missing.nii.gz"), str(tmp_path / "x.nii.gz")]) == 3
+
+
+def test_small_head_is_seen_at_a_finer_spacing(model: FaceModel, s1_2mm: nib.Nifti1Image,
+                                               s1_prediction) -> None:  # type: ignore[no-untyped-def]
+    """The same voxels with 0.6× the voxel size: a newborn-size head. The model sees it at
+    a finer spacing than the adult head, and the mask still meets the thresholds."""
+    from bids_deface.brainmask import deepbet_brain_mask
+    from bids_deface.masking import TARGET_SCALE
+
+    s = 0.6
+    affine = np.diag([s, s, s, 1.0]) @ s1_2mm.affine
+    small = nib.Nifti1Image(np.asanyarray(s1_2mm.dataobj), affine)
+    assert s1_prediction.spacing_mm == model.spacing_zyx
+    pred = model.predict(small)
+    expected = np.asarray(model.spacing_zyx) * s / TARGET_SCALE
+    assert np.allclose(pred.spacing_mm, expected, rtol=0.12), (pred.spacing_mm, expected)
+
+    zooms = np.asarray(small.header.get_zooms()[:3])
+    head = head_mask(small.get_fdata(dtype=np.float32), zooms)
+    for feature, point in load_landmarks("pycortex_s1").items():
+        cov = feature_coverage(pred.face, head, affine, s * np.asarray(point), COVERAGE_RADIUS_MM * s)
+        assert cov >= REQUIRED[feature], f"{feature}: coverage {cov:.3f} < {REQUIRED[feature]}"
+    # same voxels as the adult head, so the same independent brain mask
+    assert brain_voxels_removed(pred.face, deepbet_brain_mask(s1_2mm)) == 0

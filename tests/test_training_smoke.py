@@ -59,3 +59,19 @@ def test_training_pipeline_end_to_end(tmp_path: Path) -> None:
     model = FaceModel(folder, device="cpu")
     pred = model.predict(img)
     assert pred.face.shape == img.shape and pred.brain.shape == img.shape
+
+    # fine-tuning at a finer spacing starts from the exported weights (DESIGN §3: a finer plan
+    # trained from the shipped one): after one iteration the weights are still those weights
+    finer = tmp_path / "finer"
+    (finer / "nnunet_raw").mkdir(parents=True)
+    (finer / "nnunet_raw" / "Dataset801_FaceEars").symlink_to(raw)
+    start = folder / "fold_all" / "checkpoint_final.pth"
+    for args in (["plan", "--work", str(finer), "--spacing", "3", "--patch", "32", "--features", "4", "8", "16"],
+                 ["fit", "--work", str(finer), "--epochs", "1", "--iterations", "1", "--pretrained", str(start)]):
+        proc = subprocess.run([py, "-m", "bids_deface.training.train", *args], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tuned = torch.load(next((finer / "nnunet_results").rglob("checkpoint_final.pth")), weights_only=False)
+    for key, before in ckpt["network_weights"].items():
+        if before.is_floating_point() and before.ndim == 5:
+            a, b = before.float().ravel(), tuned["network_weights"][key].float().ravel()
+            assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.9, key

@@ -104,7 +104,8 @@ Metrics (DESIGN §5, `bids_deface/evaluation/metrics.py`):
 - **dice / hd95_mm**: against the rule-based reference face label of the head (which
   includes less air and, for this head, misses most of the ears): reported, not a goal;
 - **ml_removed**, **seconds**: size of the mask, and the time of the mask step on two CPU
-  threads (prediction, ear zone, brain guard), machine shared with other work.
+  threads (prediction, ear zone, brain guard; two predictions for the child sizes, see
+  *Small heads* in the model card), machine shared with other work.
 
 """
 

@@ -43,6 +43,7 @@ DEFACING_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("GuardVoxels", "Voxels kept by the brain guard", ""),
     ("FaceVoxelsPredicted", "Face voxels predicted", ""),
     ("BrainVoxels", "Brain voxels predicted", ""),
+    ("ModelSpacingMM", "Model voxel size", "mm"),
     ("Seconds", "Run time", "s"),
     ("PredictionSeconds", "Prediction time", "s"),
     ("ModelName", "Model", ""),

@@ -137,8 +137,14 @@ def _make_trainer(work: Path, epochs: int, device: str, iterations: int = 50):  
     return trainer
 
 
-def fit(work: Path, epochs: int, device: str = "cpu", threads: int = 2, iterations: int = 50) -> Path:
-    """Train (or resume from the latest checkpoint) for ``epochs`` epochs of ``iterations``."""
+def fit(work: Path, epochs: int, device: str = "cpu", threads: int = 2, iterations: int = 50,
+        pretrained: Path | None = None) -> Path:
+    """Train (or resume from the latest checkpoint) for ``epochs`` epochs of ``iterations``.
+
+    ``pretrained``: a checkpoint (nnU-Net's, or an exported model's) whose network weights
+    start a new run, e.g. the 4 mm model for a plan at a finer spacing (same architecture
+    and labels). Ignored when the run resumes from its own checkpoint.
+    """
     import torch
 
     torch.set_num_threads(threads)
@@ -149,6 +155,13 @@ def fit(work: Path, epochs: int, device: str = "cpu", threads: int = 2, iteratio
             trainer.load_checkpoint(str(out / name))
             logger.info("resuming from %s at epoch %d", name, trainer.current_epoch)
             break
+    else:
+        if pretrained is not None:
+            trainer.initialize()
+            weights = torch.load(pretrained, map_location="cpu", weights_only=False)["network_weights"]
+            trainer.network.load_state_dict({k: v.float() if torch.is_floating_point(v) else v
+                                             for k, v in weights.items()})
+            logger.info("starting from the network weights of %s", pretrained)
     if trainer.current_epoch >= epochs:
         logger.info("already trained for %d epochs", trainer.current_epoch)
         return out
@@ -185,12 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=50, help="iterations per epoch")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pretrained", type=Path,
+                        help="fit: start a new run from this checkpoint's network weights")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.stage == "plan":
         plan(args.work, args.spacing, args.patch, tuple(args.features), args.batch, args.threads)
     elif args.stage == "fit":
-        fit(args.work, args.epochs, args.device, args.threads, args.iterations)
+        fit(args.work, args.epochs, args.device, args.threads, args.iterations, args.pretrained)
     else:
         logger.info("%.2f s per iteration", speed(args.work, threads=args.threads))
     return 0

@@ -41,6 +41,9 @@ def test_example_dataset_participant_and_group(tmp_path: Path, validator: str) -
         assert d["Model"] and len(d["ModelSHA256"]) == 64 and d["Device"] == "cpu"
         assert d["VoxelsRemoved"] > 0 and "no_face_removed" not in d["QCFlags"]
         assert side["SkullStripped"] is False
+        spacing = d["ModelSpacingMM"]
+        # the adult-size head is seen at the model's 4 mm, the child-size (0.75) head finer
+        assert len(spacing) == 3 and (max(spacing) < 3.9 if "sub-02" in side_path.name else spacing == [4.0] * 3)
         image = side_path.with_name(side_path.name.replace(".json", ".nii.gz"))
         source = bids / side["Sources"][0].split(":", 2)[2]
         mask_path = next(image.parent.glob(
