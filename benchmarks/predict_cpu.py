@@ -5,10 +5,10 @@ Usage::
     python benchmarks/predict_cpu.py [--threads 2] [--repeats 3] [--markdown benchmarks/results.md]
 
 The image is the real held-out head (pycortex S1), cropped/padded to 256×256×176 at 1 mm.
-Each prediction runs the whole mask step (nnU-Net prediction at 4 mm, resampling to the
+Each prediction runs the whole mask step (nnU-Net prediction at the model's 3 mm, resampling to the
 input grid, cleaning, brain guard); the I/O floor (read + write of the NIfTI) is timed beside it.
 The same voxels with a 0.6 mm voxel size make a newborn-size head, which the model sees
-twice (at 4 mm, then at the finer spacing its brain volume calls for): timed alike.
+twice (at 3 mm, then at the finer spacing its brain volume calls for): timed alike.
 """
 
 from __future__ import annotations
