@@ -66,6 +66,7 @@ class Prediction(Protocol):
     face_raw_voxels: int
     guard_voxels: int
     seconds: float
+    spacing_mm: tuple[float, ...]
 
 
 class Masker(Protocol):
@@ -188,7 +189,7 @@ def _defacing_record(
         "GuardVoxels": int(prediction.guard_voxels),
         "BrainVoxels": brain_voxels,
         # (the prediction's spacing is in nnU-Net's z, y, x order; the sidecar's in R, A, S)
-        "ModelSpacingMM": [float(v) for v in getattr(prediction, "spacing_mm", ())][::-1] or None,
+        "ModelSpacingMM": [float(v) for v in prediction.spacing_mm][::-1] or None,
         "QCFlags": list(flags),
         "InputSHA256": checksum,
     }

@@ -158,9 +158,9 @@ def fit(work: Path, epochs: int, device: str = "cpu", threads: int = 2, iteratio
     else:
         if pretrained is not None:
             trainer.initialize()
-            weights = torch.load(pretrained, map_location="cpu", weights_only=False)["network_weights"]
-            trainer.network.load_state_dict({k: v.float() if torch.is_floating_point(v) else v
-                                             for k, v in weights.items()})
+            # (fp16 weights of an exported model are cast to the network's dtype on loading)
+            trainer.network.load_state_dict(
+                torch.load(pretrained, map_location="cpu", weights_only=False)["network_weights"])
             logger.info("starting from the network weights of %s", pretrained)
     if trainer.current_epoch >= epochs:
         logger.info("already trained for %d epochs", trainer.current_epoch)
