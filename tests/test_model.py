@@ -65,6 +65,26 @@ def test_any_orientation_gives_the_same_mask(model: FaceModel, s1_2mm: nib.Nifti
     assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.97
 
 
+def test_stock_nnunet_inference_agrees(model: FaceModel, s1_2mm: nib.Nifti1Image) -> None:
+    """The model folder run by nnU-Net's own predictor, with its default test-time mirroring
+    (as ``nnUNetv2_predict`` does): the folder allows left-right flips only, so its labels
+    agree with bids-deface's."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(use_mirroring=True, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(default_model_dir()), ("all",), "checkpoint_final.pth")
+    ras = nib.as_closest_canonical(s1_2mm)
+    # nnU-Net's NibabelIOWithReorient: RAS voxels as [z, y, x]
+    arr = ras.get_fdata(dtype=np.float32).transpose(2, 1, 0)[None]
+    spacing = [float(z) for z in ras.header.get_zooms()[:3][::-1]]
+    stock = predictor.predict_single_npy_array(arr, {"spacing": spacing}, None, None, False)
+    ours = model.predict_labels(ras).transpose(2, 1, 0)
+    for label in (1, 2):
+        a, b = stock == label, ours == label
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.9, label
+
+
 def test_float_4d_and_nan_input(model: FaceModel, s1_2mm: nib.Nifti1Image) -> None:
     data = s1_2mm.get_fdata(dtype=np.float32)
     data[0, 0, 0] = np.nan

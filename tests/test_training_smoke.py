@@ -55,6 +55,7 @@ def test_training_pipeline_end_to_end(tmp_path: Path) -> None:
 
     ckpt = torch.load(folder / "fold_all" / "checkpoint_final.pth", weights_only=False)
     assert ckpt["trainer_name"] == "nnUNetTrainer" and "optimizer_state" not in ckpt
+    assert tuple(ckpt["inference_allowed_mirroring_axes"]) == (2,)  # left-right only
     assert all(v.dtype == torch.float16 for v in ckpt["network_weights"].values() if v.is_floating_point())
     model = FaceModel(folder, device="cpu")
     pred = model.predict(img)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .train import CONFIG, DATASET_NAME, PLANS
+from .train import CONFIG, DATASET_NAME, MIRROR_AXES, PLANS
 
 __all__ = ["export_model", "main"]
 
@@ -54,7 +54,8 @@ def export_model(result_dir: Path, out_root: Path, checkpoint: str = "checkpoint
         "network_weights": weights,
         "trainer_name": TRAINER,
         "init_args": {"configuration": ckpt["init_args"]["configuration"], "fold": "all"},
-        "inference_allowed_mirroring_axes": ckpt.get("inference_allowed_mirroring_axes", (0, 1, 2)),
+        # stock nnUNetv2_predict mirrors along these axes unless told --disable_tta
+        "inference_allowed_mirroring_axes": MIRROR_AXES,
         "current_epoch": ckpt.get("current_epoch"),
     }
     dest = Path(out_root) / DATASET_NAME / f"{TRAINER}__{PLANS}__{CONFIG}"

@@ -33,6 +33,10 @@ DATASET_ID = 801
 DATASET_NAME = "Dataset801_FaceEars"
 CONFIG = "3d_fullres"
 PLANS = "nnUNetPlans"
+MIRROR_AXES = (2,)
+"""Axes along which test-time mirroring is valid, on nnU-Net's (z, y, x) arrays of images
+reoriented to RAS: x, left-right only. The network only ever sees heads facing anterior and
+upright, so a flip along y or z shows it a head it was never trained on."""
 
 
 def set_nnunet_paths(work: Path) -> dict[str, Path]:
@@ -106,8 +110,8 @@ def _trainer_class():  # type: ignore[no-untyped-def]
 
         def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):  # type: ignore[no-untyped-def]
             patch = self.configuration_manager.patch_size
-            self.inference_allowed_mirroring_axes = (0, 1, 2)
-            return (0.0, 0.0), False, list(patch), (0, 1, 2)
+            self.inference_allowed_mirroring_axes = MIRROR_AXES
+            return (0.0, 0.0), False, list(patch), MIRROR_AXES
 
         def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales,  # type: ignore[no-untyped-def]
                                     mirror_axes, do_dummy_2d_data_aug, use_mask_for_norm=None,
