@@ -94,8 +94,8 @@ below the orbits shrunk to 0.85 and 0.75 of its size).
 Metrics (DESIGN §5, `bids_deface/evaluation/metrics.py`):
 
 - **coverage** of each feature: fraction of head-tissue voxels in a sphere of 10 mm
-  (scaled with the head for child sizes) around a landmark placed by eye (eyeball
-  centres, mid-nose, lips, concha of each ear) that the final mask removes; required:
+  (scaled with the head for child sizes) around a landmark placed by eye (front of
+  each eyeball at the lens, mid-nose, lips, concha of each ear) that the final mask removes; required:
   eyes, nose, mouth 1.0, each ear ≥ 0.95;
 - **brain_removed**: voxels of deepbet's brain mask of the original head (an independent
   network) that the mask removes; required: 0;

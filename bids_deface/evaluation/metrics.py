@@ -12,8 +12,8 @@ from ..anatomy import distance_mm
 __all__ = ["sphere_mask", "feature_coverage", "brain_voxels_removed", "brain_gap_mm", "dice", "hd95",
            "COVERAGE_RADIUS_MM", "REQUIRED"]
 
-#: Radius of the sphere around each landmark (mm): inside the eyeball (r ≈ 12 mm), the
-#: nose, the lips and the concha of each ear.
+#: Radius of the sphere around each landmark (mm): the front of the eyeball with the lids
+#: (the eye landmarks sit at the lens), the nose, the lips and the concha of each ear.
 COVERAGE_RADIUS_MM = 10.0
 
 #: Acceptance: minimum coverage per feature.
