@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["distance_mm", "orbit_level", "block_reduce", "head_mask", "pinnae", "hull_per_side",
+__all__ = ["distance_mm", "orbit_level", "block_reduce", "largest_component", "head_mask", "pinnae", "hull_per_side",
            "ear_zone"]
 
 
@@ -43,18 +43,28 @@ def block_reduce(data: np.ndarray, factors: Sequence[int], reducer=np.mean) -> n
     return reducer(cropped.reshape(n[0], f[0], n[1], f[1], n[2], f[2]), axis=(1, 3, 5))
 
 
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest face-connected component of ``mask`` (``mask`` itself if it has one or none).
+
+    >>> m = np.zeros(10, bool); m[1:3] = m[5:9] = True
+    >>> np.flatnonzero(largest_component(m)).tolist()
+    [5, 6, 7, 8]
+    """
+    labels, n = ndimage.label(mask)
+    if n < 2:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == sizes.argmax()
+
+
 def head_mask(data: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
     """Head tissue: above a robust threshold, largest component, holes filled per slice."""
     finite = data[np.isfinite(data)]
     hi = np.percentile(finite, 99.5)
     lo = np.percentile(finite, 2)
     mask = data > lo + 0.08 * (hi - lo)
-    mask = ndimage.binary_opening(mask, iterations=1)
-    labels, n = ndimage.label(mask)
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        mask = labels == sizes.argmax()
+    mask = largest_component(ndimage.binary_opening(mask, iterations=1))
     # close small gaps (sinuses, ear canals) and fill cavities slice by slice
     mask = ndimage.binary_closing(mask, structure=np.ones((3, 3, 3)), iterations=2)
     for axis in range(3):

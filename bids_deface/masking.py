@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from .anatomy import block_reduce, ear_zone, head_mask
+from .anatomy import block_reduce, ear_zone, head_mask, largest_component
 from .deface import brain_guard, clean_face_mask
 
 __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "guard_margin",
@@ -133,9 +133,10 @@ def head_scale(brain: np.ndarray, zooms: tuple[float, ...], border_voxels: int =
     """Linear size of a head relative to the adult training heads, from the volume of its
     predicted brain: ``(volume / ADULT_BRAIN_ML) ** (1/3)``.
 
-    ``None`` when there is no brain, or when the brain is cut by the field of view (more
-    than ``border_voxels`` brain voxels on the image's outer faces): its volume then says
-    nothing about the head's size.
+    Only the largest connected part of ``brain`` counts: a stray speck of brain label
+    neither adds to the volume nor makes the brain look cut. ``None`` when there is no
+    brain, or when the brain is cut by the field of view (more than ``border_voxels`` brain
+    voxels on the image's outer faces): its volume then says nothing about the head's size.
 
     Examples
     --------
@@ -144,9 +145,13 @@ def head_scale(brain: np.ndarray, zooms: tuple[float, ...], border_voxels: int =
     0.776
     >>> head_scale(brain[:20], (3.0, 3.0, 3.0)) is None
     True
+    >>> brain[0, 20:30, 20:30] = True   # a speck on the border, apart from the brain
+    >>> round(head_scale(brain, (3.0, 3.0, 3.0)), 3)
+    0.776
     """
     if not brain.any():
         return None
+    brain = largest_component(brain)
     on_border = sum(int(np.count_nonzero(np.take(brain, i, axis=a))) for a in range(3) for i in (0, -1))
     if on_border > border_voxels:
         return None

@@ -1,8 +1,9 @@
-"""Head geometry on a phantom: head mask and the ear zone placed from the brain."""
+"""Head geometry on a phantom: head mask, the ear zone placed from the brain, head size."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from bids_deface.anatomy import ear_zone, head_mask
@@ -40,3 +41,17 @@ def test_ear_zone_is_empty_without_brain() -> None:
     img, brain = head_phantom()
     head = head_mask(img.get_fdata(dtype=np.float32), (2.0, 2.0, 2.0))
     assert not ear_zone(head, np.zeros_like(brain), (2.0, 2.0, 2.0)).any()
+
+
+def test_head_scale_from_the_brain_volume_ignores_a_stray_speck() -> None:
+    from bids_deface.masking import ADULT_BRAIN_ML, head_scale
+
+    brain = np.zeros((40, 40, 40), bool)
+    brain[5:35, 5:35, 5:35] = True  # 729 mL at 3 mm
+    assert head_scale(brain, (3.0, 3.0, 3.0)) == pytest.approx((729 / ADULT_BRAIN_ML) ** (1 / 3))
+    # cut by the field of view: the volume says nothing about the head's size
+    assert head_scale(brain[:20], (3.0, 3.0, 3.0)) is None
+    # a speck of brain label on the border, apart from the brain: neither cut nor bigger
+    brain[0, 20:30, 20:30] = True
+    assert head_scale(brain, (3.0, 3.0, 3.0)) == pytest.approx((729 / ADULT_BRAIN_ML) ** (1 / 3))
+    assert head_scale(np.zeros_like(brain), (3.0, 3.0, 3.0)) is None
