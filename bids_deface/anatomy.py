@@ -44,7 +44,8 @@ def block_reduce(data: np.ndarray, factors: Sequence[int], reducer=np.mean) -> n
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest face-connected component of ``mask`` (``mask`` itself if it has one or none).
+    """The largest connected component of ``mask`` (voxels sharing a side; ``mask`` itself
+    if it has one component or none).
 
     >>> m = np.zeros(10, bool); m[1:3] = m[5:9] = True
     >>> np.flatnonzero(largest_component(m)).tolist()
