@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["distance_mm", "orbit_level", "block_reduce", "largest_component", "head_mask", "pinnae", "hull_per_side",
-           "ear_zone"]
+__all__ = ["distance_mm", "orbit_level", "block_reduce", "largest_component", "drop_small_components",
+           "head_mask", "pinnae", "hull_per_side", "ear_zone"]
 
 
 def distance_mm(mask: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
@@ -57,6 +57,24 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     return labels == sizes.argmax()
+
+
+def drop_small_components(mask: np.ndarray, zooms: Sequence[float], min_ml: float) -> np.ndarray:
+    """``mask`` without its connected components (voxels sharing a side) smaller than
+    ``min_ml`` millilitres.
+
+    >>> m = np.zeros((20, 10, 10), bool); m[:10] = True; m[15, 5, 5] = True
+    >>> int(drop_small_components(m, (1.0, 1.0, 1.0), 0.5).sum())
+    1000
+    """
+    mask = np.asarray(mask, dtype=bool)
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())[1:] * (float(np.prod(zooms)) / 1000.0)
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[1:] = sizes >= min_ml
+    return keep[labels]
 
 
 def head_mask(data: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
@@ -146,12 +164,7 @@ def pinnae(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], open_mm:
     ears = head & ~opened & box
     if seed is not None:
         ears |= seed & box
-    lab, n = ndimage.label(ears)
-    if n:
-        sizes = ndimage.sum(ears, lab, index=np.arange(1, n + 1)) * float(np.prod(zooms)) / 1000.0
-        keep = np.zeros(n + 1, bool)
-        keep[1:] = sizes > 0.5  # mL
-        ears = keep[lab]
+    ears = drop_small_components(ears, zooms, 0.5)
     if not ears.any():
         return ears
     ears = hull_per_side(ears, x_mid / zooms[0])

@@ -12,9 +12,8 @@ from typing import Sequence
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
-from .anatomy import distance_mm
+from .anatomy import distance_mm, drop_small_components
 
 __all__ = [
     "GuardResult",
@@ -74,17 +73,7 @@ def clean_face_mask(
     Small isolated islands are prediction noise (often inside the head); the face and
     each ear are large components and stay.
     """
-    face = np.asarray(face, dtype=bool)
-    if not face.any():
-        return face
-    labels, n = ndimage.label(face)
-    if n <= 1:
-        return face
-    voxel_ml = float(np.prod(zooms)) / 1000.0
-    sizes = np.bincount(labels.ravel())[1:] * voxel_ml
-    keep = np.zeros(n + 1, dtype=bool)
-    keep[1:] = sizes >= min_component_ml
-    return keep[labels]
+    return drop_small_components(face, zooms, min_component_ml)
 
 
 def background_value(data: np.ndarray) -> float:
