@@ -192,6 +192,12 @@ def test_subject_report_is_self_contained(subject_html: str) -> None:
     assert "<script" not in subject_html.lower()
 
 
+def test_subject_report_says_it_shows_the_face(subject_html: str) -> None:
+    # the renders "before" show the subject's face: the page must say it is not for publishing
+    assert "Not for sharing." in subject_html
+    assert subject_html.index("Not for sharing.") < subject_html.index("data:image/png")
+
+
 def test_subject_report_escapes_untrusted_text(subject_html: str) -> None:
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in subject_html
     assert "&lt;img src=&#34;x&#34;&gt;" in subject_html  # the error text, escaped

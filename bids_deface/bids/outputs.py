@@ -95,7 +95,8 @@ and ears set to background:
   are those of the source. Its sidecar holds the source metadata and a `Defacing` record
   (tool and model versions, voxels removed, QC flags, input checksum).
 - `*_label-face_desc-<suffix>_mask.nii.gz`: the voxels removed (1) on the source grid.
-- `sub-<label>.html`: visual report per subject; `group.tsv`, `group.html`: summary.
+- `sub-<label>.html`: visual report per subject; it shows the faces before defacing:
+  leave these files out when publishing. `group.tsv`, `group.html`: summary.
 - `logs/`: settings of each invocation, logs and tracebacks of failed runs.
 """
 
