@@ -111,7 +111,9 @@ def deface_image(img: nib.Nifti1Image, face: np.ndarray) -> np.ndarray:
     raw = np.asanyarray(proxy.get_unscaled()) if hasattr(proxy, "get_unscaled") else np.asanyarray(proxy)
     slope = float(getattr(proxy, "slope", 1.0) or 1.0)
     inter = float(getattr(proxy, "inter", 0.0) or 0.0)
-    scaled_min = float(np.nanmin(raw)) * slope + inter if raw.size else 0.0
+    # the smallest scaled value comes from the largest raw one when the slope is negative
+    ends = (float(np.nanmin(raw)), float(np.nanmax(raw))) if raw.size else (0.0, 0.0)
+    scaled_min = min(v * slope + inter for v in ends)
     scaled_bg = scaled_min if scaled_min < 0 else 0.0
     raw_bg: float = (scaled_bg - inter) / slope
     if np.issubdtype(raw.dtype, np.integer):

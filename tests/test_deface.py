@@ -65,7 +65,8 @@ def test_apply_face_mask_uses_negative_background() -> None:
 
 @pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
 @pytest.mark.parametrize("dtype,slope,inter", [(np.int16, 0.5, 3.0), (np.uint8, 1.0, 0.0),
-                                               (np.float32, 1.0, 0.0), (np.int16, 2.0, -100.0)])
+                                               (np.float32, 1.0, 0.0), (np.int16, 2.0, -100.0),
+                                               (np.int16, -1.0, 0.0)])
 def test_deface_and_save_keep_header_and_voxels_bit_exact(tmp_path: Path, ext: str, dtype: type,
                                                           slope: float, inter: float) -> None:
     rng = np.random.default_rng(1)
@@ -92,7 +93,8 @@ def test_deface_and_save_keep_header_and_voxels_bit_exact(tmp_path: Path, ext: s
     assert a.dtype == b.dtype
     assert (a[~face] == b[~face]).all()
     scaled = np.asanyarray(load_nifti(out).dataobj)
-    assert np.allclose(scaled[face], 0.0 if (data.min() * slope + inter) >= 0 else scaled.min())
+    scaled_in_min = float((data.astype(float) * slope + inter).min())
+    assert np.allclose(scaled[face], 0.0 if scaled_in_min >= 0 else scaled_in_min)
     assert oct(out.stat().st_mode & 0o777) != "0o600"
 
 
