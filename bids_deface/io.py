@@ -15,6 +15,20 @@ from nibabel.volumeutils import array_to_file
 __all__ = ["load_nifti", "save_raw_like", "save_mask_like", "atomic_path"]
 
 
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a directory's entries) to disk where the system allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # e.g. directories on some network file systems
+        pass
+    finally:
+        os.close(fd)
+
+
 class _Atomic:
     """Context manager yielding a temporary path that replaces ``path`` on success."""
 
@@ -38,7 +52,11 @@ class _Atomic:
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(self.tmp, 0o666 & ~umask)
+            # the data reach the disk before the name does: after a crash the path holds
+            # the old file or the complete new one, never a truncated one
+            _fsync(self.tmp)
             os.replace(self.tmp, self.path)
+            _fsync(self.path.parent)
         else:
             self.tmp.unlink(missing_ok=True)
 
