@@ -214,7 +214,8 @@ class FaceModel:
         predictor.network.load_state_dict(predictor.list_of_parameters[0])
         self._predictor = predictor
         self.spacing_zyx = tuple(float(s) for s in predictor.configuration_manager.spacing)
-        self.name = self.model_dir.parts[-2] if len(self.model_dir.parts) > 1 else self.model_dir.name
+        # the dataset's name from the plans (the folder may be anywhere, e.g. /model)
+        self.name = str(predictor.plans_manager.dataset_name)
         self.sha256 = model_sha256(self.model_dir)
         logger.info("loaded model %s (%s) on %s", self.name, self.sha256[:12], self.device)
 

@@ -49,6 +49,14 @@ def test_golden_coverage_and_brain_safety(s1_2mm: nib.Nifti1Image, s1_prediction
     assert 0 < (face & head).sum() < 0.25 * head.sum()
 
 
+def test_model_name_comes_from_the_plans(tmp_path: Path) -> None:
+    # a model folder mounted anywhere (e.g. /model in a container) keeps its dataset's name
+    import shutil
+
+    folder = shutil.copytree(default_model_dir(), tmp_path / "model")
+    assert FaceModel(folder, device="cpu").name == "Dataset801_FaceEars"
+
+
 def test_any_orientation_gives_the_same_mask(model: FaceModel, s1_2mm: nib.Nifti1Image,
                                              s1_prediction) -> None:  # type: ignore[no-untyped-def]
     """Store the same voxels with permuted and flipped axes: the mask follows them."""
@@ -108,6 +116,9 @@ def test_per_file_command(tmp_path: Path, s1_2mm: nib.Nifti1Image) -> None:
     assert m.any() and np.array_equal(a[~m], b[~m]) and (b[m] == 0).all()
     assert main([str(src), str(out)]) == 2  # exists, no --force
     assert main([str(src), str(src), "--force"]) == 2  # never over the input
+    assert main([str(src), str(out), "--mask", str(out), "--force"]) == 2  # mask over the image
+    with pytest.raises(SystemExit):
+        main([str(src), str(out), "--threads", "0", "--force"])
     assert main([str(tmp_path / "missing.nii.gz"), str(tmp_path / "x.nii.gz")]) == 3
 
 

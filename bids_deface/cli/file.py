@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import __version__
+from .parser import positive_int
 
 __all__ = ["build_parser", "main"]
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="defaced NIfTI to write (must differ from input)")
     p.add_argument("--mask", type=Path, help="also write the binary uint8 face mask here")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for inference")
     p.add_argument("--model-dir", type=Path, default=None,
                    help="nnU-Net v2 model folder (default: the shipped model)")
     p.add_argument("--guard-mm", type=float, default=4.0,
@@ -59,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = [args.output] + ([args.mask] if args.mask else [])
     if any(t.resolve() == src for t in targets):
         logger.error("the output must not overwrite the input %s", args.input)
+        return 2
+    if args.mask and args.mask.resolve() == args.output.resolve():
+        logger.error("--mask and the output are the same file %s", args.output)
         return 2
     existing = [t for t in targets if t.exists()]
     if existing and not args.force:

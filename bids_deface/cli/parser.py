@@ -16,10 +16,11 @@ from ..bids.discover import load_filters, strip_prefix
 from ..errors import UsageError
 from ..settings import DEFAULT_SUFFIXES, Settings
 
-__all__ = ["build_parser", "parse_args"]
+__all__ = ["build_parser", "parse_args", "positive_int"]
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer of 1 or more."""
     try:
         value = int(text)
     except ValueError as exc:
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("running")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                      help="where the model runs; 'auto' (default) takes a CUDA GPU when there is one")
-    run.add_argument("--nprocs", "--n-cpus", type=_positive_int, default=None, metavar="N",
+    run.add_argument("--nprocs", "--n-cpus", type=positive_int, default=None, metavar="N",
                      help="CPU threads for the model (default: all available)")
     run.add_argument("-w", "--work-dir", type=Path, default=None, metavar="DIR",
                      help="folder for scratch files (default: a temporary folder)")
