@@ -1,6 +1,6 @@
 """Geometry of the head on RAS-oriented voxel arrays: head mask, pinnae and ear zone.
 
-Shared by the training labels (DESIGN §1: the pinnae label the ears) and by inference
+Shared by the training labels (``docs/mask.md``: the pinnae label the ears) and by inference
 (the ear zone completes the model's face and ears). Arrays are indexed ``[x, y, z]`` in
 RAS order with voxel sizes ``zooms`` (mm); only relative positions matter, so no affine
 is needed.

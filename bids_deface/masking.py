@@ -29,7 +29,7 @@ __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "gua
 
 logger = logging.getLogger(__name__)
 
-#: Label values of the model (DESIGN §1).
+#: Label values of the model (``docs/mask.md``).
 LABELS = {"keep": 0, "face": 1, "brain": 2}
 
 Device = Literal["auto", "cpu", "cuda"]

@@ -1,4 +1,4 @@
-"""The DESIGN §5 metrics on small arrays whose answers follow from their geometry."""
+"""The defacing metrics on small arrays whose answers follow from their geometry."""
 
 from __future__ import annotations
 

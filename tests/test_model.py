@@ -1,6 +1,6 @@
 """The shipped model on a real head never used in training (pycortex S1, downsampled to 2 mm).
 
-Golden test by metric (DESIGN §5), not by bytes: eyes, nose and mouth fully covered, each
+Golden test by metric (bids_deface.evaluation.metrics), not by bytes: eyes, nose and mouth fully covered, each
 ear at least 0.95 covered, and no voxel of an independent (deepbet) brain mask removed.
 """
 

@@ -25,7 +25,7 @@ def test_training_pipeline_end_to_end(tmp_path: Path) -> None:
     labels = make_labels(img, brain)
     face = labels.target == 1
     assert face.any() and (labels.target == 2).sum() == brain.sum()
-    # the label follows DESIGN §1: eyes and nose inside, nothing within 3 mm of the brain
+    # the label follows docs/mask.md: eyes and nose inside, nothing within 3 mm of the brain
     ras = nib.as_closest_canonical(img)
     world = lambda p: np.round(np.linalg.inv(labels.affine) @ np.r_[p, 1])[:3].astype(int)  # noqa: E731
     for point in ((-32, 72, -28), (32, 72, -28), (0, 95, -50)):
@@ -61,7 +61,7 @@ def test_training_pipeline_end_to_end(tmp_path: Path) -> None:
     pred = model.predict(img)
     assert pred.face.shape == img.shape and pred.brain.shape == img.shape
 
-    # fine-tuning at a finer spacing starts from the exported weights (DESIGN §3: a finer plan
+    # fine-tuning at a finer spacing starts from the exported weights (a finer plan
     # trained from the shipped one): after one iteration the weights are still those weights
     finer = tmp_path / "finer"
     (finer / "nnunet_raw").mkdir(parents=True)

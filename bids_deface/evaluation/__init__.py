@@ -1,4 +1,4 @@
-"""Evaluation of defacing on real heads (DESIGN §5): ``python -m bids_deface.evaluation``."""
+"""Evaluation of defacing on real heads (metrics of ``bids_deface.evaluation.metrics``): ``python -m bids_deface.evaluation``."""
 
 from .metrics import brain_voxels_removed, dice, feature_coverage, hd95, sphere_mask
 

@@ -1,4 +1,4 @@
-"""Evaluate the face model on a real head never used in training (DESIGN §5).
+"""Evaluate the face model on a real head never used in training (metrics in ``bids_deface.evaluation.metrics``).
 
 Usage::
 
@@ -91,7 +91,7 @@ newborn-T2w looks (from the head's tissue classes), clinical 5 mm axial slices (
 averages of five 1 mm slices), and child-size heads (scaled to 0.7 and 0.6 with the face
 below the orbits shrunk to 0.85 and 0.75 of its size).
 
-Metrics (DESIGN §5, `bids_deface/evaluation/metrics.py`):
+Metrics (`bids_deface/evaluation/metrics.py`):
 
 - **coverage** of each feature: fraction of head-tissue voxels in a sphere of 10 mm
   (scaled with the head for child sizes) around a landmark placed by eye (front of
@@ -100,7 +100,7 @@ Metrics (DESIGN §5, `bids_deface/evaluation/metrics.py`):
 - **brain_removed**: voxels of deepbet's brain mask of the original head (an independent
   network) that the mask removes; required: 0;
 - **brain_gap_mm**: smallest distance from a removed voxel to that brain mask (voxel
-  centres; on 5 mm grids a neighbouring slice is 5 mm away); DESIGN §1 asks for about 2 mm;
+  centres; on 5 mm grids a neighbouring slice is 5 mm away); [mask.md](mask.md) asks for at least 2 mm;
 - **dice / hd95_mm**: against the rule-based reference face label of the head (which
   includes less air and, for this head, misses most of the ears): reported, not a goal;
 - **ml_removed**, **seconds**: size of the mask, and the time of the mask step on two CPU

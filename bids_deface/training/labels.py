@@ -1,6 +1,6 @@
 """Label maps of the source heads: 0 keep / 1 face / 2 brain, plus tissue classes.
 
-The ``face`` label follows DESIGN §1 and is derived from two masks of the head itself:
+The ``face`` label follows ``docs/mask.md`` and is derived from two masks of the head itself:
 
 * ``brain`` — an independent brain mask (deepbet);
 * ``head`` — the head's tissue, thresholded and filled.

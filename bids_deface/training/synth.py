@@ -221,7 +221,7 @@ def write_dataset(labels_dir: Path, heads: list[str], cases: int, out: Path, see
         "file_ending": ".nii.gz",
         "overwrite_image_reader_writer": "NibabelIOWithReorient",
         "name": "FaceEars",
-        "description": "Face-and-ears masks (DESIGN §1) on domain-randomised synthetic heads",
+        "description": "Face-and-ears masks (docs/mask.md) on domain-randomised synthetic heads",
         "reference": "bids-deface",
         "licence": "Apache-2.0",
     }

@@ -10,7 +10,7 @@ Stages::
     python -m bids_deface.training.train fit   --work cache --epochs 40   # resumable
     python -m bids_deface.training.train speed --work cache        # seconds per iteration
 
-The plan (DESIGN §3): 3d_fullres at ``--spacing`` mm isotropic (4 mm: an adult head fits
+The plan: 3d_fullres at ``--spacing`` mm isotropic (4 mm: an adult head fits
 one 64³ patch), a 5-stage PlainConvUNet with features 16…128, batch 2. The synthetic data
 are already randomised, so training uses no spatial augmentation beyond nnU-Net's patch
 cropping, which keeps each iteration cheap on a CPU.
