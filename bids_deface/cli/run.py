@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -70,7 +71,8 @@ def _logging(settings: Settings, progress: bool) -> Iterator[Path | None]:
     try:
         logs = settings.output_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"bids-deface_{settings.analysis_level}_{time.strftime('%Y%m%d-%H%M%S')}.log"
+        # the process id keeps the logs of array jobs that start in the same second apart
+        log_path = logs / f"bids-deface_{settings.analysis_level}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}.log"
         file_handler = logging.FileHandler(log_path, encoding="utf-8")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         file_handler.setLevel(logging.DEBUG)
