@@ -75,8 +75,8 @@ class LevelResult:
         return any(r.failed for r in self.results) or bool(self.report_errors)
 
 
-def check_paths(bids_dir: Path, output_dir: Path) -> None:
-    """Refuse an output folder that is, or lies in, the input outside ``derivatives/``.
+def check_paths(bids_dir: Path, output_dir: Path, work_dir: Path | None = None) -> None:
+    """Refuse an output (or work) folder that is, or lies in, the input outside ``derivatives/``.
 
     Raises
     ------
@@ -104,6 +104,11 @@ def check_paths(bids_dir: Path, output_dir: Path) -> None:
             )
     if out in bids.parents:
         raise UsageError(f"the output folder {output_dir} contains the input dataset {bids_dir}")
+    if work_dir is not None:
+        work = Path(os.path.realpath(work_dir))
+        if work == bids or (bids in work.parents and work.relative_to(bids).parts[0] != "derivatives"):
+            raise UsageError(f"the work folder {work_dir} lies inside the input dataset {bids_dir}: "
+                             "use a folder outside it")
 
 
 def _write_settings(settings: Settings) -> Path:
@@ -202,7 +207,7 @@ def participant_level(
     on_runs : callable, optional
         Called once with the list of runs found (e.g. to size a progress bar).
     """
-    check_paths(settings.bids_dir, settings.output_dir)
+    check_paths(settings.bids_dir, settings.output_dir, settings.work_dir)
     if settings.skip_bids_validation:
         logger.info("BIDS validation skipped")
     else:

@@ -108,7 +108,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     if not bids_dir.is_dir():
         parser.error(f"the input dataset {args.bids_dir} does not exist")
     try:
-        check_paths(bids_dir, output_dir)
+        check_paths(bids_dir, output_dir, Path(os.path.abspath(args.work_dir)) if args.work_dir else None)
         filters = load_filters(args.bids_filter_file)
     except UsageError as exc:
         parser.error(str(exc))

@@ -57,6 +57,18 @@ def test_output_inside_input_is_refused(bids_dataset: Path, inside: str,
     assert "input dataset" in capsys.readouterr().err
 
 
+def test_work_dir_inside_input_is_refused(bids_dataset: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args([str(bids_dataset), str(tmp_path / "out"), "participant",
+                    "-w", str(bids_dataset / "code" / "work")])
+    assert exc.value.code == 2
+    assert "work folder" in capsys.readouterr().err
+    # a work folder under derivatives/ is fine, like the output
+    parse_args([str(bids_dataset), str(tmp_path / "out"), "participant",
+                "-w", str(bids_dataset / "derivatives" / "work")])
+
+
 def test_output_containing_input_is_refused(bids_dataset: Path) -> None:
     with pytest.raises(SystemExit):
         parse_args([str(bids_dataset), str(bids_dataset.parent), "participant"])
