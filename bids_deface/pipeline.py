@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from . import __version__
-from .bids.discover import AnatRun
+from .bids.discover import AnatRun, annex_sha256
 from .bids.outputs import (
     OutputPaths,
     defaced_sidecar,
@@ -40,6 +40,7 @@ __all__ = [
     "QC_THRESHOLDS",
     "qc_flags",
     "load_face_model",
+    "input_checksum",
     "complete_outputs",
     "process_run",
     "process_runs",
@@ -151,6 +152,13 @@ def load_face_model(model_dir: Path | None, device: str = "auto", threads: int |
         raise ModelError(f"cannot load the face model: {exc}") from exc
 
 
+def input_checksum(run: AnatRun) -> str | None:
+    """SHA-256 of the run's image: of its content, or, for a git-annex link whose content
+    was dropped after defacing, the one in the annex key (so that finished runs stay
+    finished); None when neither is known."""
+    return sha256_file(run.path) if run.content_present else annex_sha256(run.path)
+
+
 def complete_outputs(paths: OutputPaths, checksum: str) -> dict[str, Any] | None:
     """The defaced sidecar when every output of a run exists and was made from an input
     with SHA-256 ``checksum``; None when the run must be (re)done."""
@@ -203,6 +211,14 @@ def process_run(
     Raises whatever goes wrong; :func:`process_runs` isolates the failures.
     """
     t0 = time.perf_counter()
+    checksum = input_checksum(run)
+    if not overwrite and checksum is not None:
+        existing = complete_outputs(paths, checksum)
+        if existing is not None:
+            flags = tuple(existing.get("Defacing", {}).get("QCFlags", ()))
+            logger.debug("%s: outputs complete for this input, skipped", run.name)
+            return RunResult(run, paths, "skipped", existing, None, flags,
+                             time.perf_counter() - t0)
     if not run.content_present:
         raise MissingContentError(
             f"{run.path} is a link to content that is not present "
@@ -210,14 +226,7 @@ def process_run(
         )
     if run.metadata_error:
         raise ValueError(run.metadata_error)
-    checksum = sha256_file(run.path)
-    if not overwrite:
-        existing = complete_outputs(paths, checksum)
-        if existing is not None:
-            flags = tuple(existing.get("Defacing", {}).get("QCFlags", ()))
-            logger.debug("%s: outputs complete for this input, skipped", run.name)
-            return RunResult(run, paths, "skipped", existing, None, flags,
-                             time.perf_counter() - t0)
+    assert checksum is not None
     # the sidecar marks completion: drop it before rewriting anything
     paths.defaced_json.unlink(missing_ok=True)
 

@@ -24,7 +24,6 @@ from .bids.outputs import (
     GROUP_TSV,
     output_paths,
     read_json,
-    sha256_file,
     subject_report_path,
     write_bidsignore,
     write_dataset_description,
@@ -33,7 +32,7 @@ from .bids.outputs import (
 from .bids.validate import validate_input
 from .errors import NoRunsError, UsageError
 from .io import atomic_path
-from .pipeline import Masker, RunResult, load_face_model, process_runs, summarise
+from .pipeline import Masker, RunResult, input_checksum, load_face_model, process_runs, summarise
 from .settings import Settings
 
 __all__ = [
@@ -260,7 +259,7 @@ def group_rows(settings: Settings, runs: Sequence[AnatRun]) -> list[dict[str, An
         flags = list(defacing.get("QCFlags", [])) if complete else []
         error = ""
         if complete:
-            current = sha256_file(run.path) if run.content_present else None
+            current = input_checksum(run)
             status = "ok" if current == defacing.get("InputSHA256") else "stale"
             if status == "stale":
                 flags.append("input_changed")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -17,7 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..errors import FilterError, InvalidDatasetError
 from ..settings import DEFAULT_SUFFIXES
 
-__all__ = ["AnatRun", "IMAGE_EXTENSIONS", "load_filters", "discover_runs", "strip_prefix"]
+__all__ = ["AnatRun", "IMAGE_EXTENSIONS", "load_filters", "discover_runs", "strip_prefix", "annex_sha256"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,30 @@ class AnatRun:
     def content_present(self) -> bool:
         """False for a link whose target is missing (annexed content not fetched)."""
         return self.path.exists()
+
+
+_ANNEX_KEY = re.compile(r"^SHA256E?-s\d+(?:-[a-zA-Z]\d+)*--([0-9a-f]{64})")
+
+
+def annex_sha256(path: Path) -> str | None:
+    """The SHA-256 of the content a git-annex link names (``SHA256E-s<size>--<hash>`` keys,
+    datalad's default), whether the content is present or not; None for other files and keys.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> key = "SHA256E-s4--" + "ab" * 32 + ".nii.gz"
+    >>> os.symlink(f".git/annex/objects/Xx/Yy/{key}/{key}", d / "img.nii.gz")
+    >>> annex_sha256(d / "img.nii.gz") == "ab" * 32
+    True
+    """
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return None
+    match = _ANNEX_KEY.match(Path(target).name)
+    return match.group(1) if match else None
 
 
 def strip_prefix(label: str, prefix: str) -> str:

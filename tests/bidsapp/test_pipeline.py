@@ -167,6 +167,39 @@ def test_link_without_content_fails_alone(tmp_path: Path, box_masker: BoxMasker)
     assert status["T2w"][0] == "failed" and "datalad get" in status["T2w"][1]
 
 
+def test_dropped_annex_content_keeps_finished_runs_finished(tmp_path: Path, box_masker: BoxMasker) -> None:
+    """datalad: after defacing, `datalad drop` leaves dangling links; a rerun must still see
+    the finished runs (the SHA-256 is in the annex key) and not count them as failures."""
+    import hashlib
+
+    from bids_deface.workflow import group_rows
+
+    root = make_dataset(tmp_path / "ds", ["sub-01/anat/sub-01_T1w.nii.gz",
+                                           "sub-01/anat/sub-01_T2w.nii.gz"])
+    store = root / ".git" / "annex" / "objects"
+    store.mkdir(parents=True)
+    content = {}
+    for name in ("sub-01_T1w.nii.gz", "sub-01_T2w.nii.gz"):
+        path = root / "sub-01" / "anat" / name
+        data = path.read_bytes()
+        content[name] = store / f"SHA256E-s{len(data)}--{hashlib.sha256(data).hexdigest()}.nii.gz"
+        content[name].write_bytes(data)
+        path.unlink()
+        os.symlink(os.path.relpath(content[name], path.parent), path)
+    out = tmp_path / "out"
+    settings = _settings(root, out)
+    first = participant_level(settings, get_masker=lambda: box_masker)
+    assert first.counts == {"ok": 2, "skipped": 0, "failed": 0}
+    content["sub-01_T1w.nii.gz"].unlink()  # datalad drop
+    again = participant_level(settings, get_masker=lambda: box_masker)
+    assert not again.failed and again.counts == {"ok": 0, "skipped": 2, "failed": 0}
+    assert {r["status"] for r in group_rows(settings, discover_runs(root))} == {"ok"}
+    # the outputs of a dropped image are redone only once its content is back
+    again = participant_level(_settings(root, out, overwrite=True), get_masker=lambda: box_masker)
+    status = {r.run.suffix: r.status for r in again.results}
+    assert status == {"T1w": "failed", "T2w": "ok"}
+
+
 def test_model_error_stops_everything(bids_dataset: Path, tmp_path: Path) -> None:
     def broken() -> BoxMasker:
         raise ModelError("no model")
