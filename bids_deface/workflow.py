@@ -149,7 +149,36 @@ def _report_run(reports: Any, result: RunResult) -> Any:
     )
 
 
-def _write_subject_reports(output_dir: Path, results: Sequence[RunResult]) -> list[str]:
+def _earlier_results(bids_dir: Path, output_dir: Path, subject: str,
+                     current: Sequence[RunResult]) -> list[RunResult]:
+    """Runs of ``subject`` outside this invocation's selection whose outputs an earlier
+    invocation completed (found from the defaced sidecars and their ``Sources``), as
+    ``skipped`` results: the subject's report keeps showing them."""
+    from bids.layout import parse_file_entities
+
+    done = {r.paths.defaced_json for r in current if r.paths is not None}
+    earlier = []
+    for sidecar_path in sorted((output_dir / f"sub-{subject}").rglob("*_desc-defaced_*.json")):
+        if sidecar_path in done:
+            continue
+        sidecar = read_json(sidecar_path) or {}
+        sources = sidecar.get("Sources") or [None]
+        if not (isinstance(sources[0], str) and sources[0].startswith("bids:raw:")):
+            continue
+        relpath = sources[0][len("bids:raw:"):]
+        entities = {k: str(v) for k, v in parse_file_entities("/" + relpath).items()}
+        if entities.get("subject") != subject or "suffix" not in entities:
+            continue
+        run = AnatRun(Path(bids_dir) / relpath, relpath, entities)
+        paths = output_paths(run, output_dir)
+        if paths.defaced_json != sidecar_path or not all(p.is_file() for p in paths.products):
+            continue
+        flags = tuple((sidecar.get("Defacing") or {}).get("QCFlags", ()))
+        earlier.append(RunResult(run, paths, "skipped", sidecar, None, flags, 0.0))
+    return earlier
+
+
+def _write_subject_reports(bids_dir: Path, output_dir: Path, results: Sequence[RunResult]) -> list[str]:
     reports = _reports_api()
     if reports is None:
         return []
@@ -160,6 +189,8 @@ def _write_subject_reports(output_dir: Path, results: Sequence[RunResult]) -> li
     for subject, runs in sorted(by_subject.items()):
         out = subject_report_path(output_dir, subject)
         try:
+            runs = sorted([*runs, *_earlier_results(bids_dir, output_dir, subject, runs)],
+                          key=lambda r: r.run.relpath)
             reports.write_subject_report(out, subject, [_report_run(reports, r) for r in runs])
         except Exception as exc:  # a report must not hide the outputs already written
             log = output_dir / "logs" / f"{out.stem}_report_error.log"
@@ -227,7 +258,7 @@ def participant_level(
         get_masker = lambda: load_face_model(settings.model_dir, settings.device, settings.nprocs)  # noqa: E731
     results = process_runs(runs, output_dir, get_masker, overwrite=settings.overwrite,
                            on_start=on_start, on_result=on_result)
-    report_errors = _write_subject_reports(output_dir, results)
+    report_errors = _write_subject_reports(settings.bids_dir, output_dir, results)
     counts = summarise(results)
     logger.debug("%d run(s): %d defaced, %d already complete, %d failed", len(results),
                 counts["ok"], counts["skipped"], counts["failed"])

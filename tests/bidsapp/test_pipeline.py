@@ -200,6 +200,26 @@ def test_dropped_annex_content_keeps_finished_runs_finished(tmp_path: Path, box_
     assert status == {"T1w": "failed", "T2w": "ok"}
 
 
+def test_subject_report_keeps_runs_of_earlier_invocations(bids_dataset: Path, tmp_path: Path,
+                                                          box_masker: BoxMasker) -> None:
+    """Working session by session (or suffix by suffix) must not shrink a subject's report
+    to the last invocation's runs."""
+    import re
+
+    out = tmp_path / "out"
+    participant_level(_settings(bids_dataset, out, participant_label=("01",), session_label=("pre",)),
+                      get_masker=lambda: box_masker)
+    later = participant_level(_settings(bids_dataset, out, participant_label=("01",), session_label=("post",)),
+                              get_masker=lambda: box_masker)
+    assert [r.run.session for r in later.results] == ["post"]
+    html = (out / "sub-01.html").read_text()
+    shown = set(re.findall(r"<h2>(sub-01_[^<]*)</h2>", html))  # one section per image
+    assert shown == {r.run.name for r in later.results} | {
+        p.name for p in (bids_dataset / "sub-01/ses-pre/anat").iterdir()
+        if p.name.endswith(("T1w.nii.gz", "T2w.nii.gz", "FLAIR.nii"))}
+    assert len(shown) == 6
+
+
 def test_model_error_stops_everything(bids_dataset: Path, tmp_path: Path) -> None:
     def broken() -> BoxMasker:
         raise ModelError("no model")
