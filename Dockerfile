@@ -42,6 +42,7 @@ ARG TORCHVISION_VERSION=0.28.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG BIDS_VALIDATOR_VERSION=3.0.2
 ARG VERSION=0.1.0
+ARG IMAGE_TAG=bidsdeface/bids-deface:${VERSION}
 ARG VCS_REF=unknown
 ARG BUILD_DATE=unknown
 
@@ -76,6 +77,9 @@ RUN python -m pip install -c /opt/bids-deface/constraints.txt \
  && python -c "import torch; assert torch.__version__.split('+')[0] == '${TORCH_VERSION}', torch.__version__" \
  && python -c "from bids_deface.data import default_model_dir; print('model:', default_model_dir())"
 
+# the derivative's dataset_description.json names the image it was made with
+RUN printf '{"Type": "docker", "Tag": "%s"}\n' "${IMAGE_TAG}" > /opt/bids-deface/container.json
+
 # Non-root user. HOME stays writable for any uid (docker run -u "$(id -u):$(id -g)"), so
 # caches (matplotlib, deno) have a place to go; Singularity/Apptainer sets its own HOME.
 RUN useradd --create-home --home-dir /home/bidsdeface --uid 1000 --shell /bin/bash bidsdeface \
@@ -93,6 +97,7 @@ WORKDIR /home/bidsdeface
 
 # smoke test as the runtime user; leaves the caches world-writable
 RUN bids-deface --version && bids-validator-deno --version \
+ && python -c "from bids_deface.bids.outputs import detect_container as d; assert d(), 'no container marker'; print(d())" \
  && chmod -R a+rwX /home/bidsdeface
 
 ENTRYPOINT ["bids-deface"]

@@ -178,15 +178,38 @@ def dataset_links(bids_dir: Path, output_dir: Path) -> dict[str, str]:
     return {SOURCE_DATASET: link}
 
 
-def detect_container() -> dict[str, str] | None:
-    """``GeneratedBy[].Container`` when running in a container that says so, else None."""
-    if Path("/.dockerenv").exists():
-        return {"Type": "docker"}
-    if Path("/run/.containerenv").exists():
-        return {"Type": "podman"}
-    if Path("/.singularity.d").is_dir():
-        return {"Type": "singularity"}
-    return None
+#: Written by the project's Dockerfile: the image's type and tag.
+CONTAINER_MARKER = "opt/bids-deface/container.json"
+
+
+def detect_container(root: Path = Path("/")) -> dict[str, str] | None:
+    """``GeneratedBy[].Container`` when running in the bids-deface image, else None.
+
+    The image says so in :data:`CONTAINER_MARKER`; a Singularity/Apptainer image built from
+    it (``/.singularity.d``) keeps the tag with type ``singularity``. A pip install inside
+    some other container records none: that container is not the tool's.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> detect_container(root) is None
+    True
+    >>> (root / "opt/bids-deface").mkdir(parents=True)
+    >>> _ = (root / CONTAINER_MARKER).write_text('{"Type": "docker", "Tag": "bidsdeface/bids-deface:0.1.0"}')
+    >>> detect_container(root)
+    {'Type': 'docker', 'Tag': 'bidsdeface/bids-deface:0.1.0'}
+    >>> (root / ".singularity.d").mkdir()
+    >>> detect_container(root)["Type"]
+    'singularity'
+    """
+    marker = read_json(Path(root) / CONTAINER_MARKER)
+    if not isinstance(marker, dict) or not marker.get("Type"):
+        return None
+    info = {k: str(marker[k]) for k in ("Type", "Tag") if marker.get(k)}
+    if (Path(root) / ".singularity.d").is_dir():
+        info["Type"] = "singularity"
+    return info
 
 
 def dataset_description(bids_dir: Path, output_dir: Path) -> dict[str, Any]:
