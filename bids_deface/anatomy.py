@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["distance_mm", "orbit_level", "block_reduce", "largest_component", "drop_small_components",
-           "head_mask", "pinnae", "hull_per_side", "ear_zone"]
+           "head_mask", "pinnae", "hull_per_side", "ear_zone", "drop_behind_ears", "EAR_BEHIND_MM"]
 
 
 def distance_mm(mask: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
@@ -116,6 +116,10 @@ def hull_per_side(mask: np.ndarray, x_mid_index: float) -> np.ndarray:
     return out
 
 
+#: How far behind the lowest brainstem (mm, adult size) the ear zone reaches.
+EAR_BEHIND_MM = 40.0
+
+
 @dataclass(frozen=True)
 class _EarReference:
     """Where the ears are, from the brain (mm, in the array's own RAS frame)."""
@@ -133,6 +137,16 @@ class _EarReference:
         lateral = np.abs(bx - x_mid) > 0.6 * half_width
         return cls(x_mid, half_width, float(np.percentile(bz[lateral], 3)),
                    float(np.median(by[bz < np.percentile(bz, 3)])))
+
+    @property
+    def scale(self) -> float:
+        """Head size from the brain's width (1 for a 70 mm half-width), within 0.5-1.2."""
+        return float(np.clip(self.half_width / 70.0, 0.5, 1.2))
+
+    @property
+    def back(self) -> float:
+        """The ear zone's posterior limit: ``EAR_BEHIND_MM`` (scaled) behind the brainstem."""
+        return self.y_stem - EAR_BEHIND_MM * self.scale
 
     @staticmethod
     def grids(shape: tuple[int, ...], zooms: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -174,6 +188,28 @@ def pinnae(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], open_mm:
     return ears
 
 
+def drop_behind_ears(face: np.ndarray, brain: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
+    """``face`` without its connected parts that lie wholly behind the ear zone (see
+    :func:`ear_zone`), on a RAS voxel grid.
+
+    No face or ear lies there: such a part is a false detection on the back of the head
+    (scalp or air over the occiput). Parts reaching in front of that limit are kept whole.
+    """
+    face = np.asarray(face, dtype=bool)
+    if not face.any() or not brain.any():
+        return face
+    zooms = np.asarray(zooms, float)
+    back = _EarReference.of(brain, zooms).back
+    labels, n = ndimage.label(face)
+    # the most anterior position of each part along the y (posterior -> anterior) axis
+    front = np.full(n + 1, -np.inf)
+    y_mm = np.nonzero(face)[1] * zooms[1]
+    np.maximum.at(front, labels[face], y_mm)
+    keep = front >= back
+    keep[0] = False
+    return keep[labels]
+
+
 def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_mm: float = 2.0,
              air_mm: float = 10.0, brain_mm_high: float = 16.0, high_from_mm: float = 20.0,
              lateral_mm: float = 15.0) -> np.ndarray:
@@ -193,10 +229,10 @@ def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_
         return np.zeros(head.shape, bool)
     ref = _EarReference.of(brain, zooms)
     x_mid, half_width, z_temporal, y_stem = ref.x_mid, ref.half_width, ref.z_temporal, ref.y_stem
-    s = float(np.clip(half_width / 70.0, 0.5, 1.2))
+    s = ref.scale
     X, Y, Z = ref.grids(head.shape, zooms)
     box = ((np.abs(X - x_mid) > half_width - lateral_mm * s)
-           & (Y > y_stem - 40.0 * s) & (Y < y_stem + 30.0 * s)
+           & (Y > ref.back) & (Y < y_stem + 30.0 * s)
            & (Z > z_temporal - 50.0 * s) & (Z < z_temporal + 40.0 * s))
     if not box.any():
         return np.zeros(head.shape, bool)

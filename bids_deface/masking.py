@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from .anatomy import block_reduce, ear_zone, head_mask, largest_component
+from .anatomy import block_reduce, drop_behind_ears, ear_zone, head_mask, largest_component
 from .deface import brain_guard, clean_face_mask
 
 __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "guard_margin",
@@ -96,13 +96,18 @@ def _as_3d_float(img: nib.Nifti1Image) -> np.ndarray:
     return data
 
 
+def _ras_frame(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
+    """Orientation of ``img`` to RAS axis order and its voxel sizes in that order."""
+    ornt = nib.orientations.io_orientation(img.affine)
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)[ornt[:, 0].astype(int).argsort()]
+    return ornt, zooms
+
+
 def _to_ras(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Orientation, voxel data (float32, 3D) and voxel sizes of ``img`` in RAS axis order
     (flips and axis swaps only, no interpolation)."""
-    ornt = nib.orientations.io_orientation(img.affine)
-    data = nib.orientations.apply_orientation(_as_3d_float(img), ornt)
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)[ornt[:, 0].astype(int).argsort()]
-    return ornt, data, zooms
+    ornt, zooms = _ras_frame(img)
+    return ornt, nib.orientations.apply_orientation(_as_3d_float(img), ornt), zooms
 
 
 def _from_ras(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
@@ -291,6 +296,12 @@ class FaceModel:
         full[: up.shape[0], : up.shape[1], : up.shape[2]] = up
         return _from_ras(full, ornt)
 
+    def drop_behind_ears(self, img: nib.Nifti1Image, face: np.ndarray, brain: np.ndarray) -> np.ndarray:
+        """:func:`bids_deface.anatomy.drop_behind_ears` on the grid of ``img``."""
+        ornt, zooms = _ras_frame(img)
+        ras = [nib.orientations.apply_orientation(a, ornt) for a in (face, brain)]
+        return _from_ras(drop_behind_ears(ras[0], ras[1], zooms), ornt)
+
     def predict(
         self, img: nib.Nifti1Image, guard_mm: float = 4.0, min_component_ml: float = 0.5,
         ears: bool = True,
@@ -305,7 +316,8 @@ class FaceModel:
             No face voxel is kept within this distance of the predicted brain (more on
             thick-slice grids, see :func:`guard_margin`).
         min_component_ml : float
-            Face islands smaller than this are dropped before the guard.
+            Face islands smaller than this are dropped before the guard, and so are the
+            parts lying wholly behind the ears (:func:`bids_deface.anatomy.drop_behind_ears`).
         ears : bool
             Add the ear zone placed from the predicted brain
             (:func:`bids_deface.anatomy.ear_zone`) to the model's face and ears.
@@ -320,7 +332,7 @@ class FaceModel:
         t1 = time.perf_counter()
         face = labels == LABELS["face"]
         brain = labels == LABELS["brain"]
-        face = clean_face_mask(face, zooms, min_component_ml)
+        face = self.drop_behind_ears(img, clean_face_mask(face, zooms, min_component_ml), brain)
         t_ears = time.perf_counter()
         if ears:
             face |= self.ear_zone(img, brain)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bids_deface.anatomy import ear_zone, head_mask
+from bids_deface.anatomy import drop_behind_ears, ear_zone, head_mask
 
 from .phantoms import head_phantom
 
@@ -35,6 +35,26 @@ def test_ear_zone_covers_ears_and_spares_brain() -> None:
     xs = np.nonzero(zone)[0]
     assert ((xs < 25) | (xs > 70)).all()
     assert zone.sum() * 8 / 1000 < 400  # mL
+
+
+def test_parts_behind_the_ears_are_dropped() -> None:
+    img, brain, ears = head_phantom(with_ears=True)
+    zooms = (2.0, 2.0, 2.0)
+    head = head_mask(img.get_fdata(dtype=np.float32), zooms)
+    zone = ear_zone(head, brain, zooms)
+    front = np.zeros_like(brain)
+    front[30:65, 95:, 10:45] = True  # the face, in front of the brain
+    occiput = np.zeros_like(brain)
+    occiput[40:50, 2:8, 60:70] = True  # a patch of scalp at the back of the head
+    tail = np.zeros_like(brain)
+    tail[4:8, 20:60, 40:44] = True  # a strip reaching from behind the ear to beside it
+    face = front | occiput | ears | zone | tail
+    kept = drop_behind_ears(face, brain, zooms)
+    assert kept[front].all() and kept[ears].all() and kept[zone].all()
+    assert not kept[occiput].any()
+    assert kept[tail].all()  # reaches in front of the limit: kept whole
+    assert (kept == (face & ~occiput)).all()
+    assert (drop_behind_ears(face, np.zeros_like(brain), zooms) == face).all()
 
 
 def test_ear_zone_is_empty_without_brain() -> None:
