@@ -135,8 +135,11 @@ class _EarReference:
         x_mid = float(np.median(bx))
         half_width = float(np.abs(bx - x_mid).max())
         lateral = np.abs(bx - x_mid) > 0.6 * half_width
-        return cls(x_mid, half_width, float(np.percentile(bz[lateral], 3)),
-                   float(np.median(by[bz < np.percentile(bz, 3)])))
+        low = bz < np.percentile(bz, 3)
+        if not low.any():  # thick slices: more than 3 % of the brain in its lowest slice
+            low = bz <= np.percentile(bz, 3)
+        return cls(x_mid, half_width, float(np.percentile(bz[lateral] if lateral.any() else bz, 3)),
+                   float(np.median(by[low])))
 
     @property
     def scale(self) -> float:
@@ -200,6 +203,8 @@ def drop_behind_ears(face: np.ndarray, brain: np.ndarray, zooms: Sequence[float]
         return face
     zooms = np.asarray(zooms, float)
     back = _EarReference.of(brain, zooms).back
+    if not np.isfinite(back):
+        return face
     labels, n = ndimage.label(face)
     # the most anterior position of each part along the y (posterior -> anterior) axis
     front = np.full(n + 1, -np.inf)

@@ -57,6 +57,20 @@ def test_parts_behind_the_ears_are_dropped() -> None:
     assert (drop_behind_ears(face, np.zeros_like(brain), zooms) == face).all()
 
 
+def test_behind_the_ears_on_a_brain_cut_by_thick_slices() -> None:
+    # a field of view that cuts the brain on 5 mm slices: its lowest slice holds more than
+    # 3 % of it; the face in front must stay
+    zooms = (2.0, 2.0, 5.0)
+    brain = np.zeros((60, 80, 20), bool)
+    brain[10:50, 10:60, 0:15] = True
+    face = np.zeros_like(brain)
+    face[20:40, 65:78, 0:6] = True
+    assert (drop_behind_ears(face, brain, zooms) == face).all()
+    thin = np.zeros_like(brain)
+    thin[30, 10:60, 0:15] = True  # a brain of zero half-width
+    assert (drop_behind_ears(face, thin, zooms) == face).all()
+
+
 def test_ear_zone_is_empty_without_brain() -> None:
     img, brain = head_phantom()
     head = head_mask(img.get_fdata(dtype=np.float32), (2.0, 2.0, 2.0))
