@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from . import __version__
-from .bids.discover import AnatRun, annex_sha256
+from .bids.discover import AnatRun, annex_key, annex_sha256
 from .bids.outputs import (
     OutputPaths,
     defaced_sidecar,
@@ -41,6 +41,7 @@ __all__ = [
     "qc_flags",
     "load_face_model",
     "input_checksum",
+    "same_input",
     "complete_outputs",
     "process_run",
     "process_runs",
@@ -154,27 +155,37 @@ def load_face_model(model_dir: Path | None, device: str = "auto", threads: int |
 
 def input_checksum(run: AnatRun) -> str | None:
     """SHA-256 of the run's image: of its content, or, for a git-annex link whose content
-    was dropped after defacing, the one in the annex key (so that finished runs stay
-    finished); None when neither is known."""
+    was dropped, the one its key names (SHA256 backends); None when neither is known."""
     return sha256_file(run.path) if run.content_present else annex_sha256(run.path)
 
 
-def complete_outputs(paths: OutputPaths, checksum: str) -> dict[str, Any] | None:
-    """The defaced sidecar when every output of a run exists and was made from an input
-    with SHA-256 ``checksum``; None when the run must be (re)done."""
+def same_input(defacing: Mapping[str, Any], run: AnatRun, checksum: str | None) -> bool:
+    """Whether a ``Defacing`` record was made from the run's image as it is now: the same
+    SHA-256 (``checksum``, see :func:`input_checksum`) or, for a git-annex link whose
+    content was dropped after defacing, the same annex key (any backend)."""
+    if checksum is not None and defacing.get("InputSHA256") == checksum:
+        return True
+    key = None if run.content_present else annex_key(run.path)
+    return key is not None and defacing.get("InputAnnexKey") == key
+
+
+def complete_outputs(paths: OutputPaths, run: AnatRun, checksum: str | None) -> dict[str, Any] | None:
+    """The defaced sidecar when every output of a run exists and was made from the run's
+    image as it is now (:func:`same_input`); None when the run must be (re)done."""
     if not all(p.is_file() for p in paths.products):
         return None
     sidecar = read_json(paths.defaced_json)
     if not sidecar:
         return None
     defacing = sidecar.get("Defacing")
-    if not isinstance(defacing, dict) or defacing.get("InputSHA256") != checksum:
+    if not isinstance(defacing, dict) or not same_input(defacing, run, checksum):
         return None
     return sidecar
 
 
 def _defacing_record(
-    masker: Masker, prediction: Prediction, img: nib.Nifti1Image, checksum: str, seconds: float
+    masker: Masker, prediction: Prediction, img: nib.Nifti1Image, checksum: str, seconds: float,
+    annex: str | None = None,
 ) -> dict[str, Any]:
     zooms = img.header.get_zooms()[:3]
     voxel_ml = float(np.prod([float(z) for z in zooms])) / 1000.0
@@ -200,6 +211,7 @@ def _defacing_record(
         "ModelSpacingMM": [float(v) for v in prediction.spacing_mm][::-1] or None,
         "QCFlags": list(flags),
         "InputSHA256": checksum,
+        **({"InputAnnexKey": annex} if annex else {}),
     }
 
 
@@ -212,8 +224,8 @@ def process_run(
     """
     t0 = time.perf_counter()
     checksum = input_checksum(run)
-    if not overwrite and checksum is not None:
-        existing = complete_outputs(paths, checksum)
+    if not overwrite:
+        existing = complete_outputs(paths, run, checksum)
         if existing is not None:
             flags = tuple(existing.get("Defacing", {}).get("QCFlags", ()))
             logger.debug("%s: outputs complete for this input, skipped", run.name)
@@ -238,7 +250,8 @@ def process_run(
     save_raw_like(raw, img, paths.defaced)
     save_mask_like(face, img, paths.mask)
     write_json(paths.mask_json, mask_sidecar(run))
-    record = _defacing_record(masker, prediction, img, checksum, time.perf_counter() - t0)
+    record = _defacing_record(masker, prediction, img, checksum, time.perf_counter() - t0,
+                              annex_key(run.path))
     sidecar = defaced_sidecar(run, record)
     write_json(paths.defaced_json, sidecar)
     paths.error_log.unlink(missing_ok=True)

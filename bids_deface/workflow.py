@@ -32,7 +32,7 @@ from .bids.outputs import (
 from .bids.validate import validate_input
 from .errors import NoRunsError, UsageError
 from .io import atomic_path
-from .pipeline import Masker, RunResult, input_checksum, load_face_model, process_runs, summarise
+from .pipeline import Masker, RunResult, input_checksum, load_face_model, process_runs, same_input, summarise
 from .settings import Settings
 
 __all__ = [
@@ -290,8 +290,7 @@ def group_rows(settings: Settings, runs: Sequence[AnatRun]) -> list[dict[str, An
         flags = list(defacing.get("QCFlags", [])) if complete else []
         error = ""
         if complete:
-            current = input_checksum(run)
-            status = "ok" if current == defacing.get("InputSHA256") else "stale"
+            status = "ok" if same_input(defacing, run, input_checksum(run)) else "stale"
             if status == "stale":
                 flags.append("input_changed")
         elif paths.error_log.is_file():

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..errors import FilterError, InvalidDatasetError
 from ..settings import DEFAULT_SUFFIXES
 
-__all__ = ["AnatRun", "IMAGE_EXTENSIONS", "load_filters", "discover_runs", "strip_prefix", "annex_sha256"]
+__all__ = ["AnatRun", "IMAGE_EXTENSIONS", "load_filters", "discover_runs", "strip_prefix", "annex_key", "annex_sha256"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,27 +85,34 @@ class AnatRun:
         return self.path.exists()
 
 
-_ANNEX_KEY = re.compile(r"^SHA256E?-s\d+(?:-[a-zA-Z]\d+)*--([0-9a-f]{64})")
+_ANNEX_SHA256 = re.compile(r"^SHA256E?-s\d+(?:-[a-zA-Z]\d+)*--([0-9a-f]{64})")
 
 
-def annex_sha256(path: Path) -> str | None:
-    """The SHA-256 of the content a git-annex link names (``SHA256E-s<size>--<hash>`` keys,
-    datalad's default), whether the content is present or not; None for other files and keys.
+def annex_key(path: Path) -> str | None:
+    """The git-annex key a link points to (the file name of its target in the annex's
+    object store), whether the content is present or not; None for other files.
 
     Examples
     --------
     >>> import os, tempfile
     >>> d = Path(tempfile.mkdtemp())
     >>> key = "SHA256E-s4--" + "ab" * 32 + ".nii.gz"
-    >>> os.symlink(f".git/annex/objects/Xx/Yy/{key}/{key}", d / "img.nii.gz")
-    >>> annex_sha256(d / "img.nii.gz") == "ab" * 32
-    True
+    >>> os.symlink(f"../.git/annex/objects/Xx/Yy/{key}/{key}", d / "img.nii.gz")
+    >>> annex_key(d / "img.nii.gz") == key, annex_sha256(d / "img.nii.gz") == "ab" * 32
+    (True, True)
     """
     try:
-        target = os.readlink(path)
+        target = Path(os.readlink(path))
     except OSError:
         return None
-    match = _ANNEX_KEY.match(Path(target).name)
+    return target.name if "/annex/objects/" in target.as_posix() else None
+
+
+def annex_sha256(path: Path) -> str | None:
+    """The SHA-256 of the content a git-annex link names, for keys of the SHA256 backends
+    (``SHA256E-s<size>--<hash>``); None for other files and backends (MD5E, ...)."""
+    key = annex_key(path)
+    match = _ANNEX_SHA256.match(key) if key else None
     return match.group(1) if match else None
 
 
