@@ -1,10 +1,11 @@
 # bids-deface container image: BIDS App (ENTRYPOINT bids-deface), CPU build of torch by default.
 #
-#   docker build -t bidsdeface/bids-deface:latest .
+#   docker build -t bidsdeface/bids-deface:latest \
+#       --build-arg IMAGE_TAG=bidsdeface/bids-deface:latest .
 #
 # GPU image: pick a CUDA build of the same torch (and the torchvision made with it):
 #
-#   docker build -t bidsdeface/bids-deface:cuda \
+#   docker build -t bidsdeface/bids-deface:cuda --build-arg IMAGE_TAG=bidsdeface/bids-deface:cuda \
 #       --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
 #   docker run --gpus all ... bidsdeface/bids-deface:cuda ... --device cuda
 #
@@ -42,7 +43,8 @@ ARG TORCHVISION_VERSION=0.28.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG BIDS_VALIDATOR_VERSION=3.0.2
 ARG VERSION=0.1.0
-ARG IMAGE_TAG=bidsdeface/bids-deface:${VERSION}
+# the tag the image is built under, recorded in the outputs' GeneratedBy (none if not given)
+ARG IMAGE_TAG=
 ARG VCS_REF=unknown
 ARG BUILD_DATE=unknown
 
