@@ -162,7 +162,8 @@ def _earlier_results(bids_dir: Path, output_dir: Path, subject: str,
         if sidecar_path in done:
             continue
         sidecar = read_json(sidecar_path) or {}
-        sources = sidecar.get("Sources") or [None]
+        sources = sidecar.get("Sources")
+        sources = sources if isinstance(sources, list) and sources else [None]
         if not (isinstance(sources[0], str) and sources[0].startswith("bids:raw:")):
             continue
         relpath = sources[0][len("bids:raw:"):]

@@ -25,7 +25,7 @@ def test_ear_zone_covers_ears_and_spares_brain() -> None:
     zone = ear_zone(head, brain, zooms)
     assert zone[ears].mean() >= 0.9
     dist = ndimage.distance_transform_edt(~brain, sampling=zooms)
-    assert not (zone & (dist <= 2.0)).any()  # docs/mask.md: at least 2 mm from the brain
+    assert not (zone & (dist <= 2.0)).any()  # the ear zone itself keeps 2 mm from the brain
     # above the ear canal level (where the temporalis lies) only tissue far out is taken
     z_ears = np.nonzero(ears)[2]
     high = np.zeros_like(zone)

@@ -100,7 +100,7 @@ Metrics (`bids_deface/evaluation/metrics.py`):
 - **brain_removed**: voxels of deepbet's brain mask of the original head (an independent
   network) that the mask removes; required: 0;
 - **brain_gap_mm**: smallest distance from a removed voxel to that brain mask (voxel
-  centres; on 5 mm grids a neighbouring slice is 5 mm away); [mask.md](mask.md) asks for at least 2 mm;
+  centres; on 5 mm grids a neighbouring slice is 5 mm away); [mask.md](mask.md) aims at 2 mm;
 - **dice / hd95_mm**: against the rule-based reference face label of the head (which
   includes less air and, for this head, misses most of the ears): reported, not a goal;
 - **ml_removed**, **seconds**: size of the mask, and the time of the mask step on two CPU

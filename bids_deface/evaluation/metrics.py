@@ -67,7 +67,7 @@ def brain_voxels_removed(face: np.ndarray, brain: np.ndarray) -> int:
 def brain_gap_mm(face: np.ndarray, brain: np.ndarray, zooms: Sequence[float]) -> float:
     """Smallest distance (mm, voxel centres) from a removed voxel to the brain mask.
 
-    Reported beside :func:`brain_voxels_removed`: ``docs/mask.md`` asks for a margin of at least 2 mm.
+    Reported beside :func:`brain_voxels_removed`: ``docs/mask.md`` aims at a margin of 2 mm.
     ``inf`` when nothing is removed or the brain mask is empty.
 
     Examples
