@@ -18,6 +18,7 @@ from .anatomy import distance_mm, drop_small_components
 __all__ = [
     "GuardResult",
     "brain_guard",
+    "brain_guard_parts",
     "clean_face_mask",
     "apply_face_mask",
     "deface_image",
@@ -60,9 +61,40 @@ def brain_guard(
     brain = np.asarray(brain, dtype=bool)
     if face.shape != brain.shape:
         raise ValueError(f"face {face.shape} and brain {brain.shape} masks differ in shape")
-    protected = distance_mm(brain, zooms) <= margin_mm
-    guarded = face & ~protected
-    return GuardResult(face=guarded, guard_voxels=int(np.count_nonzero(face & protected)))
+    return brain_guard_parts([(face, margin_mm)], brain, zooms)
+
+
+def brain_guard_parts(
+    parts: Sequence[tuple[np.ndarray, float]], brain: np.ndarray, zooms: Sequence[float]
+) -> GuardResult:
+    """:func:`brain_guard` for a face made of parts that each keep their own margin.
+
+    ``parts`` holds ``(mask, margin_mm)`` pairs; a voxel is kept when any part holding it
+    keeps it, so a voxel in two parts gets the smaller of their margins. ``guard_voxels``
+    counts the voxels of the union of the parts that are not kept.
+
+    Examples
+    --------
+    >>> brain = np.zeros((6, 1, 1), bool); brain[0] = True
+    >>> model = np.zeros((6, 1, 1), bool); model[2:4] = True
+    >>> zone = np.zeros((6, 1, 1), bool); zone[2:] = True
+    >>> r = brain_guard_parts([(model, 1.5), (zone, 4.5)], brain, (1.0, 1.0, 1.0))
+    >>> r.face[:, 0, 0].astype(int).tolist(), r.guard_voxels
+    ([0, 0, 1, 1, 0, 1], 1)
+    """
+    brain = np.asarray(brain, dtype=bool)
+    union = np.zeros(brain.shape, bool)
+    kept = np.zeros(brain.shape, bool)
+    distance: np.ndarray | None = None
+    for mask, margin_mm in parts:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != brain.shape:
+            raise ValueError(f"face {mask.shape} and brain {brain.shape} masks differ in shape")
+        if distance is None:
+            distance = distance_mm(brain, zooms)
+        union |= mask
+        kept |= mask & (distance > margin_mm)
+    return GuardResult(face=kept, guard_voxels=int(np.count_nonzero(union & ~kept)))
 
 
 def clean_face_mask(

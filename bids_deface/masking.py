@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .anatomy import block_reduce, drop_behind_ears, ear_zone, head_mask, largest_component
-from .deface import brain_guard, clean_face_mask
+from .deface import brain_guard_parts, clean_face_mask
 
 __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "guard_margin",
            "head_scale", "LABELS"]
@@ -314,7 +314,9 @@ class FaceModel:
             Any orientation, voxel size and dtype; 4D images use their first volume.
         guard_mm : float
             No face voxel is kept within this distance of the predicted brain (more on
-            thick-slice grids, see :func:`guard_margin`).
+            thick-slice grids, see :func:`guard_margin`). For a small head, predicted on
+            finer voxels (:meth:`adapted_spacing`), the model's face is guarded by this
+            distance shrunk in proportion to the voxel; the ear zone keeps it whole.
         min_component_ml : float
             Face islands smaller than this are dropped before the guard, and so are the
             parts lying wholly behind the ears (:func:`bids_deface.anatomy.drop_behind_ears`).
@@ -333,17 +335,22 @@ class FaceModel:
         face = labels == LABELS["face"]
         brain = labels == LABELS["brain"]
         face = self.drop_behind_ears(img, clean_face_mask(face, zooms, min_component_ml), brain)
+        # the model's face is guarded by guard_mm scaled with the voxel it was predicted
+        # on: a small head's brain is drawn on finer voxels, and its boundary is off by
+        # less; the ear zone, placed by rule right against the predicted brain, has no
+        # margin of its own and keeps the full guard
+        ratio = min(1.0, spacing[0] / self.spacing_zyx[0])
+        parts = [(face, guard_margin(zooms, guard_mm * ratio))]
         t_ears = time.perf_counter()
         if ears:
-            face |= self.ear_zone(img, brain)
+            parts.append((self.ear_zone(img, brain), guard_margin(zooms, guard_mm)))
         t_ears = time.perf_counter() - t_ears
-        raw_voxels = int(face.sum())
-        guarded = brain_guard(face, brain, zooms, guard_margin(zooms, guard_mm))
+        guarded = brain_guard_parts(parts, brain, zooms)
         t2 = time.perf_counter()
         return MaskPrediction(
             face=guarded.face,
             brain=brain,
-            face_raw_voxels=raw_voxels,
+            face_raw_voxels=int(np.count_nonzero(guarded.face)) + guarded.guard_voxels,
             guard_voxels=guarded.guard_voxels,
             seconds=t2 - t0,
             timings={"predict": t1 - t0, "ears": t_ears, "guard": t2 - t1 - t_ears},

@@ -134,3 +134,25 @@ def test_guard_margin_covers_the_neighbouring_thick_slice() -> None:
     assert kept[4, 4] and kept[7, 4] and kept[7, 5]  # 5.0, 5.8 and 5.9 mm
     assert not kept[7, 6] and not kept[8, 4]  # 6.2 and 6.4 mm
     assert res.face[:, :, :2].all()
+
+
+def test_guard_parts_keep_their_own_margins() -> None:
+    from bids_deface.deface import brain_guard_parts
+
+    zooms = (0.6, 0.6, 0.6)
+    brain = np.zeros((40, 3, 3), bool)
+    brain[:10] = True
+    model = np.zeros_like(brain)
+    model[14:20] = True  # 3.0 to 6.0 mm from the brain
+    zone = np.zeros_like(brain)
+    zone[12:30] = True  # 1.8 to 12.0 mm
+    res = brain_guard_parts([(model, 3.3), (zone, 4.0)], brain, zooms)
+    depth = np.flatnonzero(res.face[:, 1, 1])
+    # the model's part beyond 3.3 mm (from 3.6 mm), the zone's beyond 4 mm (from 4.2 mm)
+    assert depth.min() == 15 and set(range(15, 30)) == set(depth.tolist())
+    assert not res.face[:15].any()
+    assert res.guard_voxels == int((model | zone).sum() - res.face.sum()) == 3 * 9
+    # one part alone is brain_guard
+    alone = brain_guard_parts([(zone, 4.0)], brain, zooms)
+    assert (alone.face == brain_guard(zone, brain, zooms, 4.0).face).all()
+    assert np.flatnonzero(alone.face[:, 1, 1]).min() == 16

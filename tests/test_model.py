@@ -144,3 +144,15 @@ def test_small_head_is_seen_at_a_finer_spacing(model: FaceModel, s1_2mm: nib.Nif
         assert cov >= REQUIRED[feature], f"{feature}: coverage {cov:.3f} < {REQUIRED[feature]}"
     # same voxels as the adult head, so the same independent brain mask
     assert brain_voxels_removed(pred.face, deepbet_brain_mask(s1_2mm)) == 0
+
+    # the model's face is guarded by a margin shrunk with the finer voxel: it comes closer
+    # to the predicted brain than 4 mm, never within the shrunk margin; the ear zone added
+    # by rule keeps the whole 4 mm
+    from bids_deface.anatomy import distance_mm
+
+    distance = distance_mm(pred.brain, zooms)
+    shrunk = 4.0 * pred.spacing_mm[0] / model.spacing_zyx[0]
+    assert distance[pred.face].min() > shrunk
+    assert (distance[pred.face] <= 4.0).any()
+    zone_only = pred.face & ~model.predict(small, ears=False).face
+    assert zone_only.any() and distance[zone_only].min() > 4.0

@@ -107,6 +107,11 @@ Metrics (`bids_deface/evaluation/metrics.py`):
   threads (prediction, ear zone, brain guard; two predictions for the child sizes, see
   *Small heads* in the model card), machine shared with other work.
 
+The brain guard of small heads shrinks with the model's finer voxel ([mask.md](mask.md)).
+That rule was chosen after the newborn-size case failed with a uniform 4 mm guard (left eye
+0.988), so that case is no longer an unseen test of it; the training heads shrunk to child
+and newborn size are in [benchmarks/small_heads.md](../benchmarks/small_heads.md).
+
 """
 
 

@@ -1,0 +1,94 @@
+"""Brain safety of the shipped model on the training source heads shrunk to child and
+newborn size.
+
+Usage::
+
+    python benchmarks/small_heads.py [--threads 2] [--markdown benchmarks/small_heads.md]
+
+Each source head (ds000031, the pydeface template, Colin27, volpack) keeps its voxels and
+gets a voxel size of 0.7× and 0.6× its own: a child-size and a newborn-size head. The
+shipped model's final mask is compared with deepbet's brain mask of the original head
+(same voxels): brain voxels removed, and the smallest distance from a removed voxel to that
+brain. These heads made the training data, so this is no test of accuracy (the held-out
+evaluation is ``docs/validation.md``); it checks that the brain guard of small heads,
+shrunk with the model's voxel (``docs/mask.md``), keeps off the brain of more than one head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+HEADS = ("ds000031", "pydeface_template", "colin27", "volpack")
+FETCHERS = ("pydeface", "colin", "volpack")
+SIZES = (0.7, 0.6)
+
+
+def scaled(img: nib.Nifti1Image, s: float) -> nib.Nifti1Image:
+    """The same voxels with ``s`` times the voxel size (about the world origin)."""
+    affine = np.diag([s, s, s, 1.0]) @ img.affine
+    out = nib.Nifti1Image(np.asanyarray(img.dataobj), affine, img.header)
+    out.set_qform(affine, 1)
+    out.set_sform(affine, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bids_deface.anatomy import distance_mm
+    from bids_deface.brainmask import deepbet_brain_mask
+    from bids_deface.data import default_model_dir
+    from bids_deface.masking import FaceModel, head_scale
+    from bids_deface.training.fetch import fetch_all
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args(argv)
+
+    sources = fetch_all(REPO / "cache" / "sources", only=list(FETCHERS))
+    model = FaceModel(default_model_dir(), device="cpu", threads=args.threads)
+    rows = []
+    for name in HEADS:
+        img = nib.load(sources[name])
+        brain = deepbet_brain_mask(img)
+        for s in SIZES:
+            small = scaled(img, s)
+            zooms = small.header.get_zooms()[:3]
+            pred = model.predict(small)
+            face = pred.face
+            gap = float(distance_mm(brain, zooms)[face].min()) if face.any() else float("nan")
+            size = head_scale(pred.brain, zooms)
+            rows.append({
+                "head": name, "size": s,
+                "size_estimate": "cut (n/a)" if size is None else f"{size:.2f}",
+                "model_voxel_mm": f"{pred.spacing_mm[0]:.2f}",
+                "ml_removed": f"{face.sum() * np.prod(zooms) / 1000:.1f}",
+                "brain_removed": int((face & brain).sum()),
+                "brain_gap_mm": f"{gap:.1f}",
+            })
+            print(rows[-1], flush=True)
+    cols = list(rows[0])
+    table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    table += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    text = ("# Small heads: brain safety on the training heads\n\n"
+            + __doc__.split("\n\n", 2)[2].strip() + "\n\n"
+            "`size_estimate` is the head size judged from the second prediction's brain volume\n"
+            "(`bids_deface.masking.head_scale`; n/a when that brain touches the image border).\n\n"
+            + "\n".join(table) + "\n\nRegenerate with:\n\n```\npython benchmarks/small_heads.py"
+            " --markdown benchmarks/small_heads.md\n```\n")
+    if args.markdown:
+        args.markdown.write_text(text, encoding="utf-8")
+    else:
+        print(text)
+    return 0 if all(r["brain_removed"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
