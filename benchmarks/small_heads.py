@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from bids_deface.anatomy import distance_mm
     from bids_deface.brainmask import deepbet_brain_mask
     from bids_deface.data import default_model_dir
-    from bids_deface.masking import FaceModel, head_scale
+    from bids_deface.masking import FaceModel, image_head_scale
     from bids_deface.training.fetch import fetch_all
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             pred = model.predict(small)
             face = pred.face
             gap = float(distance_mm(brain, zooms)[face].min()) if face.any() else float("nan")
-            size = head_scale(pred.brain, zooms)
+            size = image_head_scale(small, pred.brain)
             rows.append({
                 "head": name, "size": s,
                 "size_estimate": "cut (n/a)" if size is None else f"{size:.2f}",
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     text = ("# Small heads: brain safety on the training heads\n\n"
             + __doc__.split("\n\n", 2)[2].strip() + "\n\n"
             "`size_estimate` is the head size judged from the second prediction's brain volume\n"
-            "(`bids_deface.masking.head_scale`; n/a when that brain touches the image border).\n\n"
+            "(`bids_deface.masking.head_scale`; n/a when the image border cuts that brain).\n\n"
             + "\n".join(table) + "\n\nRegenerate with:\n\n```\npython benchmarks/small_heads.py"
             " --markdown benchmarks/small_heads.md\n```\n")
     if args.markdown:

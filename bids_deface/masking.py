@@ -25,7 +25,7 @@ from .anatomy import block_reduce, drop_behind_ears, ear_zone, head_mask, larges
 from .deface import brain_guard_parts, clean_face_mask
 
 __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "guard_margin",
-           "head_scale", "LABELS"]
+           "head_scale", "image_head_scale", "LABELS"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,14 +134,19 @@ def guard_margin(zooms: tuple[float, ...], guard_mm: float) -> float:
     return guard_mm + (hi - lo) / 2.0 if hi > 2 * lo else guard_mm
 
 
-def head_scale(brain: np.ndarray, zooms: tuple[float, ...], border_voxels: int = 50) -> float | None:
+def head_scale(brain: np.ndarray, zooms: tuple[float, ...], border_mm2: float = 50.0,
+               brainstem_mm2: float = 400.0) -> float | None:
     """Linear size of a head relative to the adult training heads, from the volume of its
     predicted brain: ``(volume / ADULT_BRAIN_ML) ** (1/3)``.
 
-    Only the largest connected part of ``brain`` counts: a stray speck of brain label
-    neither adds to the volume nor makes the brain look cut. ``None`` when there is no
-    brain, or when the brain is cut by the field of view (more than ``border_voxels`` brain
-    voxels on the image's outer faces): its volume then says nothing about the head's size.
+    ``brain`` and ``zooms`` are in RAS axis order (``brain[:, :, 0]`` is the inferior
+    face of the image). Only the largest connected part of ``brain`` counts: a stray speck
+    of brain label neither adds to the volume nor makes the brain look cut. ``None`` when
+    there is no brain, or when the brain is cut by the field of view: more than
+    ``border_mm2`` of it on one of the image's outer faces, or, on the inferior face, more
+    than ``brainstem_mm2`` (a brainstem running out of the image at the bottom, common
+    in axial clinical scans, leaves the volume nearly whole; a cut through the cerebellum or
+    the temporal lobes does not). A cut brain's volume says nothing about the head's size.
 
     Examples
     --------
@@ -153,15 +158,30 @@ def head_scale(brain: np.ndarray, zooms: tuple[float, ...], border_voxels: int =
     >>> brain[0, 20:30, 20:30] = True   # a speck on the border, apart from the brain
     >>> round(head_scale(brain, (3.0, 3.0, 3.0)), 3)
     0.776
+    >>> brain[18:23, 18:23, :5] = True   # a brainstem of 2.25 cm² out of the bottom
+    >>> round(head_scale(brain, (3.0, 3.0, 3.0)), 3)
+    0.777
+    >>> head_scale(brain[:, :, 10:], (3.0, 3.0, 3.0)) is None   # the bottom cut off
+    True
     """
     if not brain.any():
         return None
     brain = largest_component(brain)
-    on_border = sum(int(np.count_nonzero(np.take(brain, i, axis=a))) for a in range(3) for i in (0, -1))
-    if on_border > border_voxels:
-        return None
+    zooms = tuple(float(z) for z in zooms)
+    for axis in range(3):
+        face_mm2 = float(np.prod([z for k, z in enumerate(zooms) if k != axis]))
+        for end in (0, -1):
+            area = np.count_nonzero(np.take(brain, end, axis=axis)) * face_mm2
+            if area > (brainstem_mm2 if (axis, end) == (2, 0) else border_mm2):
+                return None
     ml = float(np.count_nonzero(brain)) * float(np.prod(zooms)) / 1000.0
     return (ml / ADULT_BRAIN_ML) ** (1.0 / 3.0)
+
+
+def image_head_scale(img: nib.Nifti1Image, brain: np.ndarray) -> float | None:
+    """:func:`head_scale` of the brain mask ``brain`` on the grid of ``img``."""
+    ornt, zooms = _ras_frame(img)
+    return head_scale(nib.orientations.apply_orientation(brain, ornt), tuple(zooms))
 
 
 class FaceModel:
@@ -327,7 +347,7 @@ class FaceModel:
         t0 = time.perf_counter()
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
         labels = self.predict_labels(img)
-        spacing = self.adapted_spacing(head_scale(labels == LABELS["brain"], zooms))
+        spacing = self.adapted_spacing(image_head_scale(img, labels == LABELS["brain"]))
         if spacing != self.spacing_zyx:
             # a small head: once more, at the spacing that gives it a mid-size head's voxels
             labels = self.predict_labels(img, spacing)

@@ -89,3 +89,26 @@ def test_head_scale_from_the_brain_volume_ignores_a_stray_speck() -> None:
     brain[0, 20:30, 20:30] = True
     assert head_scale(brain, (3.0, 3.0, 3.0)) == pytest.approx((729 / ADULT_BRAIN_ML) ** (1 / 3))
     assert head_scale(np.zeros_like(brain), (3.0, 3.0, 3.0)) is None
+
+
+def test_head_scale_allows_a_brainstem_out_of_the_bottom_in_any_orientation() -> None:
+    import nibabel as nib
+
+    from bids_deface.masking import ADULT_BRAIN_ML, head_scale, image_head_scale
+
+    brain = np.zeros((40, 40, 40), bool)  # RAS axis order, 3 mm voxels
+    brain[5:35, 5:35, 5:35] = True
+    brain[18:23, 18:23, :5] = True  # 25 voxels of 9 mm²: a brainstem leaving the image
+    expected = (float(brain.sum()) * 27 / 1000 / ADULT_BRAIN_ML) ** (1 / 3)
+    assert head_scale(brain, (3.0, 3.0, 3.0)) == pytest.approx(expected)
+    # the same column at the top, or a wider cut at the bottom: cut by the field of view
+    assert head_scale(brain[:, :, ::-1], (3.0, 3.0, 3.0)) is None
+    wide = brain.copy()
+    wide[10:30, 10:30, :5] = True
+    assert head_scale(wide, (3.0, 3.0, 3.0)) is None
+    # stored upside down and with axes swapped (S->I, A->P, L->R order): the bottom is found
+    stored = brain[:, ::-1, ::-1].transpose(2, 1, 0)
+    affine = np.array([[0, 0, 3.0, 0], [0, -3.0, 0, 0], [-3.0, 0, 0, 0], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(stored.astype(np.uint8), affine)
+    assert image_head_scale(img, stored) == pytest.approx(expected)
+    assert image_head_scale(img, stored[::-1]) is None  # now the column leaves at the top
