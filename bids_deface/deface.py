@@ -57,10 +57,6 @@ def brain_guard(
     >>> r.face[:, 0, 0].tolist(), r.guard_voxels
     ([False, False, False, True, True], 3)
     """
-    face = np.asarray(face, dtype=bool)
-    brain = np.asarray(brain, dtype=bool)
-    if face.shape != brain.shape:
-        raise ValueError(f"face {face.shape} and brain {brain.shape} masks differ in shape")
     return brain_guard_parts([(face, margin_mm)], brain, zooms)
 
 
