@@ -88,15 +88,16 @@ The shipped model evaluated on **pycortex subject S1** (real adult T1w, 1 mm, fu
 and both ears in view), a head that was never used to make training data. From that one
 head the evaluation builds its own contrast and synthesised T2w, FLAIR, PD, T2\\*w and
 newborn-T2w looks (from the head's tissue classes), clinical 5 mm axial slices (block
-averages of five 1 mm slices), and child-size heads (scaled to 0.7 and 0.6 with the face
-below the orbits shrunk to 0.85 and 0.75 of its size).
+averages of five 1 mm slices), and child-size heads: scaled to 0.7 in the head's own
+contrast, and to 0.6 in newborn T1w and T2w contrast, with the face below the orbits shrunk
+to 0.85 and 0.75 of its size.
 
 Metrics (`bids_deface/evaluation/metrics.py`):
 
 - **coverage** of each feature: fraction of head-tissue voxels in a sphere of 10 mm
   (scaled with the head for child sizes) around a landmark placed by eye (front of
   each eyeball at the lens, mid-nose, lips, concha of each ear) that the final mask removes; required:
-  eyes, nose, mouth 1.0, each ear ≥ 0.95;
+  eyes, nose, mouth 1.0, each ear ≥ 0.95 (shown truncated, not rounded, to three decimals);
 - **brain_removed**: voxels of deepbet's brain mask of the original head (an independent
   network) that the mask removes; required: 0;
 - **brain_gap_mm**: smallest distance from a removed voxel to that brain mask (voxel
@@ -108,9 +109,10 @@ Metrics (`bids_deface/evaluation/metrics.py`):
   *Small heads* in the model card), machine shared with other work.
 
 The brain guard of small heads shrinks with the model's finer voxel ([mask.md](mask.md)).
-That rule was chosen after the newborn-size case failed with a uniform 4 mm guard (left eye
-0.988), so that case is no longer an unseen test of it; the training heads shrunk to child
-and newborn size are in [benchmarks/small_heads.md](../benchmarks/small_heads.md).
+That rule was chosen after the newborn-size T1w case failed with a uniform 4 mm guard (left
+eye 0.988), so that case is no longer an unseen test of it; the newborn-size T2w case was
+added afterwards. The training heads shrunk to child and newborn size are in
+[benchmarks/small_heads.md](../benchmarks/small_heads.md).
 
 """
 
@@ -119,6 +121,8 @@ def to_markdown(rows: list[dict], command: str) -> str:
     def fmt(v: object, col: str = "") -> str:
         if col == "brain_gap_mm" and isinstance(v, float):
             return f"{v:.1f}"
+        if col in FEATURES and isinstance(v, float) and not math.isnan(v):
+            return f"{math.floor(v * 1000) / 1000:.3f}"  # a miss never reads as the threshold
         if isinstance(v, bool):
             return "yes" if v else "**no**"
         if isinstance(v, float):

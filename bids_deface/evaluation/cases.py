@@ -105,6 +105,7 @@ def _scaled(affine: np.ndarray, centre: np.ndarray, s: float) -> np.ndarray:
 CASE_NAMES = [
     "T1w 1 mm (real)", "T2w 1 mm", "FLAIR 1 mm", "PD 1 mm", "T2starw 1 mm", "newborn T2w 1 mm",
     "T1w 5 mm axial (real)", "T2w 5 mm axial", "child 0.7 T1w (real)", "newborn 0.6 T1w",
+    "newborn 0.6 T2w",
 ]
 
 
@@ -156,7 +157,8 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
             d5, _ = _thick_slices(t2, affine, 5)
             cases.append(EvalCase(CASE_NAMES[7], new(d5, a5), b5, f5 > 0.5, landmarks))
     for name, scale, face_f, source in ((CASE_NAMES[8], 0.7, 0.85, "real"),
-                                        (CASE_NAMES[9], 0.6, 0.75, "newborn-T1w")):
+                                        (CASE_NAMES[9], 0.6, 0.75, "newborn-T1w"),
+                                        (CASE_NAMES[10], 0.6, 0.75, "newborn-T2w")):
         if not want(name):
             continue
         vox = _child_map(data.shape, affine, z_orb, y_front, face_f)
