@@ -32,7 +32,8 @@ from .bids.outputs import (
 from .bids.validate import validate_input
 from .errors import NoRunsError, UsageError
 from .io import atomic_path
-from .pipeline import Masker, RunResult, input_checksum, load_face_model, process_runs, same_input, summarise
+from .pipeline import (Masker, RunResult, complete_outputs, input_checksum, load_face_model, process_runs,
+                       same_input, summarise)
 from .settings import Settings
 
 __all__ = [
@@ -153,7 +154,8 @@ def _earlier_results(bids_dir: Path, output_dir: Path, subject: str,
                      current: Sequence[RunResult]) -> list[RunResult]:
     """Runs of ``subject`` outside this invocation's selection whose outputs an earlier
     invocation completed (found from the defaced sidecars and their ``Sources``), as
-    ``skipped`` results: the subject's report keeps showing them."""
+    ``skipped`` results: the subject's report keeps showing them. One whose input has
+    changed since is a ``failed`` result that says so: its outputs are out of date."""
     from bids.layout import parse_file_entities
 
     done = {r.paths.defaced_json for r in current if r.paths is not None}
@@ -173,6 +175,13 @@ def _earlier_results(bids_dir: Path, output_dir: Path, subject: str,
         run = AnatRun(Path(bids_dir) / relpath, relpath, entities)
         paths = output_paths(run, output_dir)
         if paths.defaced_json != sidecar_path or not all(p.is_file() for p in paths.products):
+            continue
+        if (run.path.exists() or run.path.is_symlink()) and \
+                complete_outputs(paths, run, input_checksum(run)) is None:
+            # the input changed after it was defaced: its outputs are stale, not done
+            earlier.append(RunResult(run, paths, "failed", {}, (
+                f"{relpath} changed after it was defaced: its outputs are out of date; "
+                "run bids-deface on it again"), (), 0.0))
             continue
         flags = tuple((sidecar.get("Defacing") or {}).get("QCFlags", ()))
         earlier.append(RunResult(run, paths, "skipped", sidecar, None, flags, 0.0))

@@ -222,6 +222,18 @@ def test_subject_report_keeps_runs_of_earlier_invocations(bids_dataset: Path, tm
         if p.name.endswith(("T1w.nii.gz", "T2w.nii.gz", "FLAIR.nii"))}
     assert len(shown) == 6
 
+    # an earlier run whose input changed since is shown as out of date, not as done
+    changed = sorted((bids_dataset / "sub-01/ses-pre/anat").glob("*T1w.nii.gz"))[0]
+    img = nib.load(changed)
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj)[::-1].copy(), img.affine, img.header), changed)
+    participant_level(_settings(bids_dataset, out, participant_label=("01",), session_label=("post",)),
+                      get_masker=lambda: box_masker)
+    html = (out / "sub-01.html").read_text()
+    section = html[html.index(f"<h2>{changed.name}</h2>"):]
+    section = section[:section.find("<h2>", 5) if "<h2>" in section[5:] else None]
+    assert "changed after it was defaced" in section
+    assert len(set(re.findall(r"<h2>(sub-01_[^<]*)</h2>", html))) == 6
+
 
 def test_model_error_stops_everything(bids_dataset: Path, tmp_path: Path) -> None:
     def broken() -> BoxMasker:
