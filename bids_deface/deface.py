@@ -79,15 +79,13 @@ def brain_guard_parts(
     ([0, 0, 1, 1, 0, 1], 1)
     """
     brain = np.asarray(brain, dtype=bool)
+    distance = distance_mm(brain, zooms)
     union = np.zeros(brain.shape, bool)
     kept = np.zeros(brain.shape, bool)
-    distance: np.ndarray | None = None
     for mask, margin_mm in parts:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != brain.shape:
             raise ValueError(f"face {mask.shape} and brain {brain.shape} masks differ in shape")
-        if distance is None:
-            distance = distance_mm(brain, zooms)
         union |= mask
         kept |= mask & (distance > margin_mm)
     return GuardResult(face=kept, guard_voxels=int(np.count_nonzero(union & ~kept)))

@@ -32,8 +32,7 @@ from .bids.outputs import (
 from .bids.validate import validate_input
 from .errors import NoRunsError, UsageError
 from .io import atomic_path
-from .pipeline import (Masker, RunResult, complete_outputs, input_checksum, load_face_model, process_runs,
-                       same_input, summarise)
+from .pipeline import Masker, RunResult, input_checksum, load_face_model, process_runs, same_input, summarise
 from .settings import Settings
 
 __all__ = [
@@ -176,14 +175,16 @@ def _earlier_results(bids_dir: Path, output_dir: Path, subject: str,
         paths = output_paths(run, output_dir)
         if paths.defaced_json != sidecar_path or not all(p.is_file() for p in paths.products):
             continue
+        defacing = sidecar.get("Defacing")
+        defacing = defacing if isinstance(defacing, dict) else {}
         if (run.path.exists() or run.path.is_symlink()) and \
-                complete_outputs(paths, run, input_checksum(run)) is None:
+                not same_input(defacing, run, input_checksum(run)):
             # the input changed after it was defaced: its outputs are stale, not done
             earlier.append(RunResult(run, paths, "failed", {}, (
                 f"{relpath} changed after it was defaced: its outputs are out of date; "
                 "run bids-deface on it again"), (), 0.0))
             continue
-        flags = tuple((sidecar.get("Defacing") or {}).get("QCFlags", ()))
+        flags = tuple(defacing.get("QCFlags", ()))
         earlier.append(RunResult(run, paths, "skipped", sidecar, None, flags, 0.0))
     return earlier
 
