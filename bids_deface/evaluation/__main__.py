@@ -88,9 +88,10 @@ The shipped model evaluated on **pycortex subject S1** (real adult T1w, 1 mm, fu
 and both ears in view), a head that was never used to make training data. From that one
 head the evaluation builds its own contrast and synthesised T2w, FLAIR, PD, T2\\*w and
 newborn-T2w looks (from the head's tissue classes), clinical 5 mm axial slices (block
-averages of five 1 mm slices), and child-size heads: scaled to 0.7 in the head's own
-contrast, and to 0.6 in newborn T1w and T2w contrast, with the face below the orbits shrunk
-to 0.85 and 0.75 of its size.
+averages of five 1 mm slices), and child-size heads: scaled to 0.8 (infant, T2w), 0.7
+(child, the head's own contrast and FLAIR) and 0.6 (newborn T1w and T2w contrast, and the
+newborn T2w in 3 mm axial slices), with the face below the orbits shrunk to 0.9, 0.85 and
+0.75 of its size.
 
 Metrics (`bids_deface/evaluation/metrics.py`):
 

@@ -105,7 +105,7 @@ def _scaled(affine: np.ndarray, centre: np.ndarray, s: float) -> np.ndarray:
 CASE_NAMES = [
     "T1w 1 mm (real)", "T2w 1 mm", "FLAIR 1 mm", "PD 1 mm", "T2starw 1 mm", "newborn T2w 1 mm",
     "T1w 5 mm axial (real)", "T2w 5 mm axial", "child 0.7 T1w (real)", "newborn 0.6 T1w",
-    "newborn 0.6 T2w",
+    "newborn 0.6 T2w", "infant 0.8 T2w", "child 0.7 FLAIR", "newborn 0.6 T2w 3 mm axial",
 ]
 
 
@@ -156,17 +156,29 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
             t2 = _synth_contrast(tissue, CONTRASTS["T2w"], 7)
             d5, _ = _thick_slices(t2, affine, 5)
             cases.append(EvalCase(CASE_NAMES[7], new(d5, a5), b5, f5 > 0.5, landmarks))
-    for name, scale, face_f, source in ((CASE_NAMES[8], 0.7, 0.85, "real"),
-                                        (CASE_NAMES[9], 0.6, 0.75, "newborn-T1w"),
-                                        (CASE_NAMES[10], 0.6, 0.75, "newborn-T2w")):
+    # child sizes: (name, size, face below the orbits, contrast, seed, slice thickness
+    # as a multiple of the source's 1 mm, before scaling)
+    for name, scale, face_f, source, seed, thick in (
+            (CASE_NAMES[8], 0.7, 0.85, "real", 0, 1),
+            (CASE_NAMES[9], 0.6, 0.75, "newborn-T1w", 9, 1),
+            (CASE_NAMES[10], 0.6, 0.75, "newborn-T2w", 9, 1),
+            (CASE_NAMES[11], 0.8, 0.9, "T2w", 11, 1),
+            (CASE_NAMES[12], 0.7, 0.85, "FLAIR", 12, 1),
+            (CASE_NAMES[13], 0.6, 0.75, "newborn-T2w", 13, 5)):
         if not want(name):
             continue
         vox = _child_map(data.shape, affine, z_orb, y_front, face_f)
-        src = data if source == "real" else _synth_contrast(tissue, CONTRASTS[source], 9)
+        src = data if source == "real" else _synth_contrast(tissue, CONTRASTS[source], seed)
         d = ndimage.map_coordinates(src, vox, order=1, mode="constant", cval=0)
         b = ndimage.map_coordinates(brain_ras.astype(np.uint8), vox, order=0) > 0
         f = ndimage.map_coordinates(face_ref.astype(np.uint8), vox, order=0) > 0
-        aff = _scaled(affine, centre, scale)
+        aff = affine
+        if thick > 1:
+            d, aff = _thick_slices(d, affine, thick)
+            b, _ = _thick_slices(b, affine, thick, reducer=np.any)
+            fm, _ = _thick_slices(f.astype(np.float32), affine, thick)
+            f = fm > 0.5
+        aff = _scaled(aff, centre, scale)
         lms = {}
         for key, p in landmarks.items():
             q = _child_point(p, z_orb, y_front, face_f)
