@@ -121,10 +121,11 @@ brain that the guard works from. The missed ear voxels of the newborn-size T2w h
 to 3.8 mm from the independent brain mask, inside the ear zone's 4 mm guard; the missed eye
 voxels of the 3 mm case lie 4.9 to 6.4 mm from it, but 3.7 to 4.0 mm from a predicted brain
 that reaches too far above the orbits, inside a guard of 4.15 mm (2.95 mm shrunk for the
-small head, plus 1.2 mm for the thick slices: see `guard_margin`). Shrinking the ear zone's guard like the model's face (2.95 mm
-at newborn size) was measured and not used: the newborn-size T2w ears reach 0.995 / 0.994,
-but the mask then comes within 0.6 mm of the brain at newborn size (1.2 mm at child size,
-from 1.7 and 2.1 mm) and the 3 mm case still fails.
+small head, plus 1.2 mm for the thick slices: see `guard_margin`). Shrinking the ear zone's
+guard like the model's face (2.95 mm at newborn size) was measured and not used: the
+newborn-size T2w ears reach 0.995 / 0.994, but the mask then comes within 0.6 mm of the
+brain at newborn size (1.2 mm at child size, from 1.7 and 2.1 mm) and the 3 mm case still
+fails.
 
 """
 

@@ -63,6 +63,15 @@ def _thick_slices(data: np.ndarray, affine: np.ndarray, factor: int, axis: int =
     return out, new
 
 
+
+def _thick_masks(brain: np.ndarray, face: np.ndarray, affine: np.ndarray,
+                 factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Brain and reference face on thick axial slices: a slab is brain when any of its
+    slices is, face when most are; and the slabs' affine."""
+    b, aff = _thick_slices(brain, affine, factor, reducer=np.any)
+    f, _ = _thick_slices(face.astype(np.float32), affine, factor)
+    return b, f > 0.5, aff
+
 def _child_map(shape: tuple[int, ...], affine: np.ndarray, z_orb: float, y_front: float,
                face_f: float) -> np.ndarray:
     """Source voxel coordinates of every output voxel for a face compressed by ``face_f``."""
@@ -147,15 +156,14 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
             cases.append(EvalCase(name, new(_synth_contrast(tissue, CONTRASTS[contrast], seed), affine),
                                   brain_ras, face_ref, landmarks))
     if want(CASE_NAMES[6]) or want(CASE_NAMES[7]):
-        b5, a5 = _thick_slices(brain_ras, affine, 5, reducer=np.any)
-        f5, _ = _thick_slices(face_ref.astype(np.float32), affine, 5)
+        b5, f5, a5 = _thick_masks(brain_ras, face_ref, affine, 5)
         if want(CASE_NAMES[6]):
             d5, _ = _thick_slices(data, affine, 5)
-            cases.append(EvalCase(CASE_NAMES[6], new(d5, a5), b5, f5 > 0.5, landmarks))
+            cases.append(EvalCase(CASE_NAMES[6], new(d5, a5), b5, f5, landmarks))
         if want(CASE_NAMES[7]):
             t2 = _synth_contrast(tissue, CONTRASTS["T2w"], 7)
             d5, _ = _thick_slices(t2, affine, 5)
-            cases.append(EvalCase(CASE_NAMES[7], new(d5, a5), b5, f5 > 0.5, landmarks))
+            cases.append(EvalCase(CASE_NAMES[7], new(d5, a5), b5, f5, landmarks))
     # child sizes: (name, size, face below the orbits, contrast, seed, slice thickness
     # as a multiple of the source's 1 mm, before scaling)
     for name, scale, face_f, source, seed, thick in (
@@ -174,10 +182,8 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
         f = ndimage.map_coordinates(face_ref.astype(np.uint8), vox, order=0) > 0
         aff = affine
         if thick > 1:
-            d, aff = _thick_slices(d, affine, thick)
-            b, _ = _thick_slices(b, affine, thick, reducer=np.any)
-            fm, _ = _thick_slices(f.astype(np.float32), affine, thick)
-            f = fm > 0.5
+            d, _ = _thick_slices(d, affine, thick)
+            b, f, aff = _thick_masks(b, f, affine, thick)
         aff = _scaled(aff, centre, scale)
         lms = {}
         for key, p in landmarks.items():
