@@ -1,5 +1,5 @@
 """Brain safety of the shipped model on the training source heads shrunk to child and
-newborn size.
+newborn size and cut into thick slices.
 
 Usage::
 
@@ -7,12 +7,16 @@ Usage::
 
 Each source head (ds000031, the pydeface template, Colin27, volpack) keeps its voxels and
 gets a voxel size of 0.7× and 0.6× its own: a child-size and a newborn-size head (1.0, the
-head as it is, for reference). The shipped model's final mask is compared with deepbet's
-brain mask of the original head (same voxels): brain voxels removed, and the smallest
-distance from a removed voxel to that brain. These heads made the training data, so this is
+head as it is, for reference). The adult and the newborn size are also cut into thick axial
+slabs (block means along the voxel axis nearest to superior, about 5 mm at adult size, so
+about 3 mm at newborn size). The shipped model's final mask is compared with deepbet's
+brain mask of the original head (same voxels; in slabs, a slab is brain when any of its
+slices is): brain voxels removed, and the smallest distance from a removed voxel to that
+brain (between voxel centres). These heads made the training data, so this is
 no test of accuracy (the held-out evaluation is ``docs/validation.md``); it checks that the
-brain guard of small heads, shrunk with the model's voxel (``docs/mask.md``), keeps off the
-brain of more than one head.
+brain guard of small heads, shrunk with the model's voxel, and the guard of thick slices,
+counted from the slab's edge along the slices' axis (``docs/mask.md``), keep off the brain
+of more than one head.
 
 The guard works from the predicted brain, so the table also gives that brain's boundary
 error where each part of the mask meets it: over the voxels of the unguarded part within
@@ -36,7 +40,9 @@ sys.path.insert(0, str(REPO))
 
 HEADS = ("ds000031", "pydeface_template", "colin27", "volpack")
 FETCHERS = ("pydeface", "colin", "volpack")
-SIZES = (1.0, 0.7, 0.6)
+# (size, thick axial slabs)
+VARIANTS = ((1.0, False), (0.7, False), (0.6, False), (1.0, True), (0.6, True))
+SLAB_MM = 5.0
 
 
 def scaled(img: nib.Nifti1Image, s: float) -> nib.Nifti1Image:
@@ -48,6 +54,34 @@ def scaled(img: nib.Nifti1Image, s: float) -> nib.Nifti1Image:
     out.set_qform(affine, 1)
     out.set_sform(affine, 1)
     return out
+
+
+def slabs(img: nib.Nifti1Image, brain: np.ndarray) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """``img`` and ``brain`` in slabs of about ``SLAB_MM`` along the axis nearest to superior."""
+    from bids_deface.evaluation.cases import thick_slices
+
+    axis = int(np.argmax(np.abs(img.affine[2, :3]) / np.linalg.norm(img.affine[:3, :3], axis=0)))
+    factor = max(2, int(round(SLAB_MM / float(img.header.get_zooms()[axis]))))
+    data, affine = thick_slices(np.asanyarray(img.dataobj).astype(np.float32), img.affine, factor, axis)
+    mask, _ = thick_slices(brain, img.affine, factor, axis, reducer=np.any)
+    out = nib.Nifti1Image(data, affine)
+    out.set_qform(affine, 1)
+    out.set_sform(affine, 1)
+    return out, mask
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """The benchmark's page: this module's description and the table of ``rows``."""
+    cols = list(rows[0])
+    table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    table += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return ("# Small heads: brain safety on the training heads\n\n"
+            + __doc__.split("\n\n", 2)[2].strip() + "\n\n"
+            "`slab_mm` is the thickness of the thick rows' slabs; `size_estimate` is the head\n"
+            "size judged from the predicted brain's volume\n"
+            "(`bids_deface.masking.head_scale`; n/a when the image border cuts that brain).\n\n"
+            + "\n".join(table) + "\n\nRegenerate with:\n\n```\npython benchmarks/small_heads.py"
+            " --markdown benchmarks/small_heads.md\n```\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,12 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in HEADS:
         img = nib.load(sources[name])
         brain = deepbet_brain_mask(img)
-        for s in SIZES:
-            small = scaled(img, s)
+        for s, thick in VARIANTS:
+            small, brain_s = slabs(img, brain) if thick else (img, brain)
+            small = scaled(small, s)
             zooms = small.header.get_zooms()[:3]
             pred = model.predict(small)
             face = pred.face
-            d_true = distance_mm(brain, zooms)
+            d_true = distance_mm(brain_s, zooms)
             gap = float(d_true[face].min()) if face.any() else float("nan")
             size = image_head_scale(small, pred.brain)
             # the unguarded parts, and the predicted brain's error where they meet it
@@ -82,29 +117,22 @@ def main(argv: list[str] | None = None) -> int:
             d_pred = distance_mm(raw.brain, zooms)
             errors = {}
             for part, mask in (("face", raw.face), ("ears", model.ear_zone(small, raw.brain))):
-                band = mask & (d_true <= 8.0) & ~brain
+                band = mask & (d_true <= 8.0) & ~brain_s
                 diff = d_pred[band] - d_true[band]
                 errors[part] = (f"{diff.max():.1f}", f"{-diff.min():.1f}") if band.any() else ("n/a", "n/a")
             rows.append({
                 "head": name, "size": s,
+                "slab_mm": f"{max(zooms):.1f}" if thick else "",
                 "size_estimate": "cut (n/a)" if size is None else f"{size:.2f}",
                 "model_voxel_mm": f"{pred.spacing_mm[0]:.2f}",
                 "ml_removed": f"{face.sum() * np.prod(zooms) / 1000:.1f}",
-                "brain_removed": int((face & brain).sum()),
+                "brain_removed": int((face & brain_s).sum()),
                 "brain_gap_mm": f"{gap:.1f}",
                 "face_short_mm": errors["face"][0], "face_over_mm": errors["face"][1],
                 "ears_short_mm": errors["ears"][0], "ears_over_mm": errors["ears"][1],
             })
             print(rows[-1], flush=True)
-    cols = list(rows[0])
-    table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    table += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    text = ("# Small heads: brain safety on the training heads\n\n"
-            + __doc__.split("\n\n", 2)[2].strip() + "\n\n"
-            "`size_estimate` is the head size judged from the predicted brain's volume\n"
-            "(`bids_deface.masking.head_scale`; n/a when the image border cuts that brain).\n\n"
-            + "\n".join(table) + "\n\nRegenerate with:\n\n```\npython benchmarks/small_heads.py"
-            " --markdown benchmarks/small_heads.md\n```\n")
+    text = to_markdown(rows)
     if args.markdown:
         args.markdown.write_text(text, encoding="utf-8")
     else:

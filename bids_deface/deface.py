@@ -12,6 +12,7 @@ from typing import Sequence
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from .anatomy import distance_mm, drop_small_components
 
@@ -19,6 +20,7 @@ __all__ = [
     "GuardResult",
     "brain_guard",
     "brain_guard_parts",
+    "guard_distance_mm",
     "clean_face_mask",
     "apply_face_mask",
     "deface_image",
@@ -60,6 +62,53 @@ def brain_guard(
     return brain_guard_parts([(face, margin_mm)], brain, zooms)
 
 
+def guard_distance_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float = np.inf) -> np.ndarray:
+    """Distance in mm from the tissue of every voxel to the nearest ``brain`` voxel centre.
+
+    On a grid of cubic voxels this is the distance between voxel centres
+    (:func:`distance_mm`). Where an axis has longer voxels (thick slices) a voxel holds
+    tissue up to half its length from its centre along that axis, so an offset along it
+    counts ``(side - finest) / 2`` less (never below 0); offsets along the finest axes count
+    in full. Distances up to ``limit_mm`` are exact; larger ones may come out larger.
+
+    Examples
+    --------
+    >>> brain = np.zeros((9, 1, 3), bool); brain[4, 0, 0] = True
+    >>> d = guard_distance_mm(brain, (1.0, 1.0, 5.0))
+    >>> d[4, 0].tolist(), d[0, 0].tolist()
+    ([0.0, 3.0, 8.0], [4.0, 5.0, 8.94427190999916])
+    """
+    brain = np.asarray(brain, dtype=bool)
+    z = np.asarray(zooms, dtype=float)
+    lo = float(z.min())
+    thick = [a for a in range(brain.ndim) if z[a] > lo * 1.001]
+    if not thick or not brain.any():
+        return distance_mm(brain, z)
+    # distance within the same slab: a huge voxel side keeps the transform in-plane
+    sampling = z.copy()
+    sampling[thick] = 1e6
+    in_slab = ndimage.distance_transform_edt(~brain, sampling=tuple(sampling))
+    half = (z - lo) / 2.0
+    reach = [min(brain.shape[a] - 1, int(np.ceil((min(limit_mm, 1e4) + half[a]) / z[a]))) for a in thick]
+    best = np.full(brain.shape, np.inf)
+    for offset in np.ndindex(*[2 * r + 1 for r in reach]):
+        steps = [o - r for o, r in zip(offset, reach)]
+        across = sum(max(0.0, abs(k) * z[a] - half[a]) ** 2 for k, a in zip(steps, thick))
+        if across > limit_mm ** 2 and any(steps):
+            continue
+        # the brain of the slab ``steps`` away, seen from every voxel
+        src = [slice(None)] * brain.ndim
+        dst = [slice(None)] * brain.ndim
+        for k, a in zip(steps, thick):
+            n = brain.shape[a]
+            src[a] = slice(max(k, 0), n + min(k, 0))
+            dst[a] = slice(max(-k, 0), n - max(k, 0))
+        shifted = np.full(brain.shape, np.inf)
+        shifted[tuple(dst)] = in_slab[tuple(src)]
+        np.minimum(best, np.sqrt(shifted ** 2 + across), out=best)
+    return best
+
+
 def brain_guard_parts(
     parts: Sequence[tuple[np.ndarray, float]], brain: np.ndarray, zooms: Sequence[float]
 ) -> GuardResult:
@@ -79,7 +128,8 @@ def brain_guard_parts(
     ([0, 0, 1, 1, 0, 1], 1)
     """
     brain = np.asarray(brain, dtype=bool)
-    distance = distance_mm(brain, zooms)
+    limit = max((float(m) for _, m in parts), default=0.0)
+    distance = guard_distance_mm(brain, zooms, limit)
     union = np.zeros(brain.shape, bool)
     kept = np.zeros(brain.shape, bool)
     for mask, margin_mm in parts:

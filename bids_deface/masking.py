@@ -24,7 +24,7 @@ import torch
 from .anatomy import block_reduce, drop_behind_ears, ear_zone, head_mask, largest_component
 from .deface import brain_guard_parts, clean_face_mask
 
-__all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "guard_margin",
+__all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256",
            "head_scale", "image_head_scale", "LABELS"]
 
 logger = logging.getLogger(__name__)
@@ -115,23 +115,6 @@ def _from_ras(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     back = nib.orientations.apply_orientation(
         arr, nib.orientations.ornt_transform(np.c_[np.arange(3), np.ones(3)], ornt))
     return np.ascontiguousarray(back)
-
-
-def guard_margin(zooms: tuple[float, ...], guard_mm: float) -> float:
-    """Margin of the brain guard on a grid of voxel sizes ``zooms``.
-
-    Distances are measured between voxel centres. On thick-slice grids (thickest voxel
-    side more than twice the finest) a voxel holds tissue up to half a slab from its
-    centre, so the margin grows by the half slab beyond the in-plane half voxel:
-    ``guard_mm + (thickest - finest) / 2``.
-
-    Examples
-    --------
-    >>> guard_margin((1.0, 1.0, 1.0), 4.0), guard_margin((1.0, 1.0, 5.0), 4.0)
-    (4.0, 6.0)
-    """
-    hi, lo = max(zooms), min(zooms)
-    return guard_mm + (hi - lo) / 2.0 if hi > 2 * lo else guard_mm
 
 
 def head_scale(brain: np.ndarray, zooms: tuple[float, ...], border_mm2: float = 50.0,
@@ -333,8 +316,9 @@ class FaceModel:
         img : nibabel image
             Any orientation, voxel size and dtype; 4D images use their first volume.
         guard_mm : float
-            No face voxel is kept within this distance of the predicted brain (more on
-            thick-slice grids, see :func:`guard_margin`). For a small head, predicted on
+            No face voxel is kept within this distance of the predicted brain (on
+            thick-slice grids, from anywhere in the voxel's slab: see
+            :func:`bids_deface.deface.guard_distance_mm`). For a small head, predicted on
             finer voxels (:meth:`adapted_spacing`), the model's face is guarded by this
             distance shrunk in proportion to the voxel; the ear zone keeps it whole.
         min_component_ml : float
@@ -360,10 +344,10 @@ class FaceModel:
         # less; the ear zone, placed by rule right against the predicted brain, has no
         # margin of its own and keeps the full guard
         ratio = min(1.0, spacing[0] / self.spacing_zyx[0])
-        parts = [(face, guard_margin(zooms, guard_mm * ratio))]
+        parts = [(face, guard_mm * ratio)]
         t_ears = time.perf_counter()
         if ears:
-            parts.append((self.ear_zone(img, brain), guard_margin(zooms, guard_mm)))
+            parts.append((self.ear_zone(img, brain), guard_mm))
         t_ears = time.perf_counter() - t_ears
         guarded = brain_guard_parts(parts, brain, zooms)
         t2 = time.perf_counter()

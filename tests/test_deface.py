@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from bids_deface.anatomy import distance_mm
 from bids_deface.deface import apply_face_mask, brain_guard, clean_face_mask, deface_image
 from bids_deface.io import load_nifti, save_mask_like, save_raw_like
 
@@ -111,29 +112,39 @@ def test_mask_is_uint8_on_the_same_grid(tmp_path: Path) -> None:
     assert (np.asanyarray(m.dataobj) == mask).all()
 
 
-def test_guard_margin_covers_the_neighbouring_thick_slice() -> None:
-    from bids_deface.masking import guard_margin
+def test_thick_slice_guard_counts_the_whole_slab_along_its_axis_only() -> None:
+    from bids_deface.deface import guard_distance_mm
 
-    assert guard_margin((1.0, 1.0, 1.0), 4.0) == 4.0
-    assert guard_margin((2.0, 2.0, 2.0), 4.0) == 4.0
-    assert guard_margin((1.0, 1.0, 2.0), 4.0) == 4.0  # not a thick-slice grid
+    # ordinary grids: distances between voxel centres
+    brain = np.zeros((9, 9, 9), bool)
+    brain[4, 4, 4] = True
+    assert np.allclose(guard_distance_mm(brain, (1.0, 1.0, 1.0)), distance_mm(brain, (1.0, 1.0, 1.0)))
+    # 2 mm slices: half a millimetre less along them
+    d = guard_distance_mm(brain, (1.0, 1.0, 2.0))
+    assert d[4, 4, 5] == 1.5 and d[4, 4, 6] == 3.5 and d[4, 6, 5] == pytest.approx(2.5)
     zooms = (1.0, 1.0, 5.0)
-    margin = guard_margin(zooms, 4.0)
-    assert margin == 6.0  # the guard's 4 mm plus the half slab beyond the in-plane half voxel
-    face = np.ones((9, 9, 5), bool)
+    face = np.ones((13, 9, 5), bool)
     brain = np.zeros_like(face)
     brain[:, :, 3:] = True
-    res = brain_guard(face & ~brain, brain, zooms, margin)
-    assert not res.face[:, :, 2].any()  # the slice next to the brain stays
-    assert res.face[:, :, :2].all()
-    # one brain voxel: in the slab across the boundary, voxels up to 6 mm away stay
+    res = brain_guard(face & ~brain, brain, zooms, 4.0)
+    assert not res.face[:, :, 2].any()  # the slab next to the brain reaches it: it stays
+    assert res.face[:, :, :2].all()  # the next one lies 8 mm beyond its tissue
+    # one brain voxel
     brain = np.zeros_like(face)
     brain[4, 4, 3] = True
-    res = brain_guard(face & ~brain, brain, zooms, margin)
-    kept = ~res.face[:, :, 2]
-    assert kept[4, 4] and kept[7, 4] and kept[7, 5]  # 5.0, 5.8 and 5.9 mm
-    assert not kept[7, 6] and not kept[8, 4]  # 6.2 and 6.4 mm
+    res = brain_guard(face & ~brain, brain, zooms, 4.0)
+    same, across = ~res.face[:, :, 3], ~res.face[:, :, 2]
+    # in its own slab the guard is 4 mm in-plane, as on a thin grid
+    assert same[8, 4] and not same[9, 4]
+    assert same[4, 0] and same[6, 7] and not same[7, 7]  # 3.6 mm kept, 4.2 mm removed
+    # in the slab across the boundary, whose tissue starts 3 mm (5 mm less the half slab
+    # beyond the in-plane half voxel) above it: in-plane up to sqrt(4**2 - 3**2) = 2.6 mm
+    assert across[4, 4] and across[6, 5] and not across[7, 4] and not across[6, 6]
     assert res.face[:, :, :2].all()
+    # never less than the distance between the voxels' tissue, never more than between centres
+    d = guard_distance_mm(brain, zooms)
+    centre = distance_mm(brain, zooms)
+    assert (d <= centre + 1e-9).all() and (d >= centre - 2.0 - 1e-9).all()
 
 
 def test_guard_parts_keep_their_own_margins() -> None:

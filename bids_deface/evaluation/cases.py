@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from ..anatomy import block_reduce, orbit_level
 
-__all__ = ["EvalCase", "load_landmarks", "make_cases", "CASE_NAMES"]
+__all__ = ["EvalCase", "load_landmarks", "make_cases", "thick_slices", "CASE_NAMES"]
 
 
 @dataclass
@@ -52,8 +52,11 @@ def _synth_contrast(tissue: np.ndarray, means: tuple[float, ...], seed: int) -> 
     return (img * 1000).astype(np.float32)
 
 
-def _thick_slices(data: np.ndarray, affine: np.ndarray, factor: int, axis: int = 2,
-                  reducer: Callable[..., np.ndarray] = np.mean) -> tuple[np.ndarray, np.ndarray]:
+def thick_slices(data: np.ndarray, affine: np.ndarray, factor: int, axis: int = 2,
+                 reducer: Callable[..., np.ndarray] = np.mean) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` in slabs of ``factor`` voxels along ``axis`` (``reducer`` over each slab:
+    the mean, as a thick acquisition averages its slab, or ``np.any`` for masks), and the
+    slabs' affine (centred on their voxels)."""
     factors = [1, 1, 1]
     factors[axis] = factor
     out = block_reduce(data, factors, reducer)
@@ -63,14 +66,14 @@ def _thick_slices(data: np.ndarray, affine: np.ndarray, factor: int, axis: int =
     return out, new
 
 
-
 def _thick_masks(brain: np.ndarray, face: np.ndarray, affine: np.ndarray,
                  factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Brain and reference face on thick axial slices: a slab is brain when any of its
     slices is, face when most are; and the slabs' affine."""
-    b, aff = _thick_slices(brain, affine, factor, reducer=np.any)
-    f, _ = _thick_slices(face.astype(np.float32), affine, factor)
+    b, aff = thick_slices(brain, affine, factor, reducer=np.any)
+    f, _ = thick_slices(face.astype(np.float32), affine, factor)
     return b, f > 0.5, aff
+
 
 def _child_map(shape: tuple[int, ...], affine: np.ndarray, z_orb: float, y_front: float,
                face_f: float) -> np.ndarray:
@@ -158,11 +161,11 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
     if want(CASE_NAMES[6]) or want(CASE_NAMES[7]):
         b5, f5, a5 = _thick_masks(brain_ras, face_ref, affine, 5)
         if want(CASE_NAMES[6]):
-            d5, _ = _thick_slices(data, affine, 5)
+            d5, _ = thick_slices(data, affine, 5)
             cases.append(EvalCase(CASE_NAMES[6], new(d5, a5), b5, f5, landmarks))
         if want(CASE_NAMES[7]):
             t2 = _synth_contrast(tissue, CONTRASTS["T2w"], 7)
-            d5, _ = _thick_slices(t2, affine, 5)
+            d5, _ = thick_slices(t2, affine, 5)
             cases.append(EvalCase(CASE_NAMES[7], new(d5, a5), b5, f5, landmarks))
     # child sizes: (name, size, face below the orbits, contrast, seed, slice thickness
     # as a multiple of the source's 1 mm, before scaling)
@@ -182,7 +185,7 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
         f = ndimage.map_coordinates(face_ref.astype(np.uint8), vox, order=0) > 0
         aff = affine
         if thick > 1:
-            d, _ = _thick_slices(d, affine, thick)
+            d, _ = thick_slices(d, affine, thick)
             b, f, aff = _thick_masks(b, f, affine, thick)
         aff = _scaled(aff, centre, scale)
         lms = {}
