@@ -15,7 +15,7 @@ slices is): brain voxels removed, and the smallest distance from a removed voxel
 brain (between voxel centres). These heads made the training data, so this is
 no test of accuracy (the held-out evaluation is ``docs/validation.md``); it checks that the
 brain guard of small heads, shrunk with the model's voxel, and the guard of thick slices,
-counted from the slab's edge along the slices' axis (``docs/mask.md``), keep off the brain
+counted between the slabs along the slices' axis (``docs/mask.md``), keep off the brain
 of more than one head.
 
 The guard works from the predicted brain, so the table also gives that brain's boundary
@@ -56,20 +56,6 @@ def scaled(img: nib.Nifti1Image, s: float) -> nib.Nifti1Image:
     return out
 
 
-def slabs(img: nib.Nifti1Image, brain: np.ndarray) -> tuple[nib.Nifti1Image, np.ndarray]:
-    """``img`` and ``brain`` in slabs of about ``SLAB_MM`` along the axis nearest to superior."""
-    from bids_deface.evaluation.cases import thick_slices
-
-    axis = int(np.argmax(np.abs(img.affine[2, :3]) / np.linalg.norm(img.affine[:3, :3], axis=0)))
-    factor = max(2, int(round(SLAB_MM / float(img.header.get_zooms()[axis]))))
-    data, affine = thick_slices(np.asanyarray(img.dataobj).astype(np.float32), img.affine, factor, axis)
-    mask, _ = thick_slices(brain, img.affine, factor, axis, reducer=np.any)
-    out = nib.Nifti1Image(data, affine)
-    out.set_qform(affine, 1)
-    out.set_sform(affine, 1)
-    return out, mask
-
-
 def to_markdown(rows: list[dict]) -> str:
     """The benchmark's page: this module's description and the table of ``rows``."""
     cols = list(rows[0])
@@ -88,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from bids_deface.anatomy import distance_mm
     from bids_deface.brainmask import deepbet_brain_mask
     from bids_deface.data import default_model_dir
+    from bids_deface.evaluation.cases import axial_slabs
     from bids_deface.masking import FaceModel, image_head_scale
     from bids_deface.training.fetch import fetch_all
 
@@ -104,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         img = nib.load(sources[name])
         brain = deepbet_brain_mask(img)
         for s, thick in VARIANTS:
-            small, brain_s = slabs(img, brain) if thick else (img, brain)
+            small, brain_s = axial_slabs(img, brain, SLAB_MM) if thick else (img, brain)
             small = scaled(small, s)
             zooms = small.header.get_zooms()[:3]
             pred = model.predict(small)

@@ -66,17 +66,19 @@ def guard_distance_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     """Distance in mm from the tissue of every voxel to the nearest ``brain`` voxel centre.
 
     On a grid of cubic voxels this is the distance between voxel centres
-    (:func:`distance_mm`). Where an axis has longer voxels (thick slices) a voxel holds
-    tissue up to half its length from its centre along that axis, so an offset along it
-    counts ``(side - finest) / 2`` less (never below 0); offsets along the finest axes count
-    in full. Distances up to ``limit_mm`` are exact; larger ones may come out larger.
+    (:func:`distance_mm`). Where an axis has longer voxels (thick slices), the tissue of
+    both voxels, the face voxel's and the brain voxel's, spans its slab: an offset along
+    that axis counts ``side - finest`` less (half a slab beyond the finest half voxel on
+    each side, never below 0), so a slab next to the brain's slab is as near to it as a
+    neighbouring voxel of the finest side. Offsets along the finest axes count in full.
+    Distances up to ``limit_mm`` are exact; larger ones may come out larger.
 
     Examples
     --------
     >>> brain = np.zeros((9, 1, 3), bool); brain[4, 0, 0] = True
     >>> d = guard_distance_mm(brain, (1.0, 1.0, 5.0))
     >>> d[4, 0].tolist(), d[0, 0].tolist()
-    ([0.0, 3.0, 8.0], [4.0, 5.0, 8.94427190999916])
+    ([0.0, 1.0, 6.0], [4.0, 4.123105625617661, 7.211102550927978])
     """
     brain = np.asarray(brain, dtype=bool)
     z = np.asarray(zooms, dtype=float)
@@ -88,12 +90,12 @@ def guard_distance_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     sampling = z.copy()
     sampling[thick] = 1e6
     in_slab = ndimage.distance_transform_edt(~brain, sampling=tuple(sampling))
-    half = (z - lo) / 2.0
-    reach = [min(brain.shape[a] - 1, int(np.ceil((min(limit_mm, 1e4) + half[a]) / z[a]))) for a in thick]
+    shorter = z - lo
+    reach = [min(brain.shape[a] - 1, int(np.ceil((min(limit_mm, 1e4) + shorter[a]) / z[a]))) for a in thick]
     best = np.full(brain.shape, np.inf)
     for offset in np.ndindex(*[2 * r + 1 for r in reach]):
         steps = [o - r for o, r in zip(offset, reach)]
-        across = sum(max(0.0, abs(k) * z[a] - half[a]) ** 2 for k, a in zip(steps, thick))
+        across = sum(max(0.0, abs(k) * z[a] - shorter[a]) ** 2 for k, a in zip(steps, thick))
         if across > limit_mm ** 2 and any(steps):
             continue
         # the brain of the slab ``steps`` away, seen from every voxel

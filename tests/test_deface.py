@@ -115,20 +115,20 @@ def test_mask_is_uint8_on_the_same_grid(tmp_path: Path) -> None:
 def test_thick_slice_guard_counts_the_whole_slab_along_its_axis_only() -> None:
     from bids_deface.deface import guard_distance_mm
 
-    # ordinary grids: distances between voxel centres
+    # cubic voxels: distances between voxel centres
     brain = np.zeros((9, 9, 9), bool)
     brain[4, 4, 4] = True
     assert np.allclose(guard_distance_mm(brain, (1.0, 1.0, 1.0)), distance_mm(brain, (1.0, 1.0, 1.0)))
-    # 2 mm slices: half a millimetre less along them
+    # 2 mm slices: a millimetre less along them (half a millimetre from each voxel)
     d = guard_distance_mm(brain, (1.0, 1.0, 2.0))
-    assert d[4, 4, 5] == 1.5 and d[4, 4, 6] == 3.5 and d[4, 6, 5] == pytest.approx(2.5)
+    assert d[4, 4, 5] == 1.0 and d[4, 4, 6] == 3.0 and d[4, 6, 5] == pytest.approx(5**0.5)
     zooms = (1.0, 1.0, 5.0)
     face = np.ones((13, 9, 5), bool)
     brain = np.zeros_like(face)
     brain[:, :, 3:] = True
     res = brain_guard(face & ~brain, brain, zooms, 4.0)
-    assert not res.face[:, :, 2].any()  # the slab next to the brain reaches it: it stays
-    assert res.face[:, :, :2].all()  # the next one lies 8 mm beyond its tissue
+    assert not res.face[:, :, 2].any()  # the slab next to the brain's slab touches it: it stays
+    assert res.face[:, :, :2].all()  # the next one lies a whole slab beyond it
     # one brain voxel
     brain = np.zeros_like(face)
     brain[4, 4, 3] = True
@@ -137,14 +137,14 @@ def test_thick_slice_guard_counts_the_whole_slab_along_its_axis_only() -> None:
     # in its own slab the guard is 4 mm in-plane, as on a thin grid
     assert same[8, 4] and not same[9, 4]
     assert same[4, 0] and same[6, 7] and not same[7, 7]  # 3.6 mm kept, 4.2 mm removed
-    # in the slab across the boundary, whose tissue starts 3 mm (5 mm less the half slab
-    # beyond the in-plane half voxel) above it: in-plane up to sqrt(4**2 - 3**2) = 2.6 mm
-    assert across[4, 4] and across[6, 5] and not across[7, 4] and not across[6, 6]
+    # the slab across the boundary counts as 1 mm away (a neighbour of the finest side):
+    # in-plane up to sqrt(4**2 - 1) = 3.9 mm
+    assert across[4, 4] and across[7, 4] and across[7, 6] and not across[8, 4] and not across[7, 7]
     assert res.face[:, :, :2].all()
-    # never less than the distance between the voxels' tissue, never more than between centres
+    # never more than between centres, never less than between the slabs
     d = guard_distance_mm(brain, zooms)
     centre = distance_mm(brain, zooms)
-    assert (d <= centre + 1e-9).all() and (d >= centre - 2.0 - 1e-9).all()
+    assert (d <= centre + 1e-9).all() and (d >= centre - 4.0 - 1e-9).all()
 
 
 def test_guard_parts_keep_their_own_margins() -> None:

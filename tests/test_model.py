@@ -49,6 +49,26 @@ def test_golden_coverage_and_brain_safety(s1_2mm: nib.Nifti1Image, s1_prediction
     assert 0 < (face & head).sum() < 0.25 * head.sum()
 
 
+def test_golden_thick_slices(model: FaceModel, s1_2mm: nib.Nifti1Image) -> None:
+    """The same head in 6 mm axial slabs: the guard counts each voxel's whole slab, and no
+    brain is removed from a slab in which any slice holds brain."""
+    from bids_deface.brainmask import deepbet_brain_mask
+    from bids_deface.evaluation.cases import axial_slabs
+    from bids_deface.evaluation.metrics import brain_gap_mm
+
+    thick, brain = axial_slabs(s1_2mm, deepbet_brain_mask(s1_2mm), 6.0)
+    zooms = np.asarray(thick.header.get_zooms()[:3])
+    assert sorted(zooms.tolist()) == [2.0, 2.0, 6.0]
+    face = model.predict(thick).face
+    head = head_mask(thick.get_fdata(dtype=np.float32), zooms)
+    for feature, point in load_landmarks("pycortex_s1").items():
+        cov = feature_coverage(face, head, thick.affine, point)
+        assert cov >= REQUIRED[feature], f"{feature}: coverage {cov:.3f} < {REQUIRED[feature]}"
+    assert brain_voxels_removed(face, brain) == 0
+    # and the design's 2 mm margin holds between voxel centres
+    assert brain_gap_mm(face, brain, zooms) >= 2.0
+
+
 def test_model_name_comes_from_the_plans(tmp_path: Path) -> None:
     # a model folder mounted anywhere (e.g. /model in a container) keeps its dataset's name
     import shutil

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from ..anatomy import block_reduce, orbit_level
 
-__all__ = ["EvalCase", "load_landmarks", "make_cases", "thick_slices", "CASE_NAMES"]
+__all__ = ["EvalCase", "load_landmarks", "make_cases", "thick_slices", "axial_slabs", "CASE_NAMES"]
 
 
 @dataclass
@@ -64,6 +64,20 @@ def thick_slices(data: np.ndarray, affine: np.ndarray, factor: int, axis: int = 
     new[:3, axis] = affine[:3, axis] * factor
     new[:3, 3] = affine[:3, 3] + affine[:3, axis] * (factor - 1) / 2.0
     return out, new
+
+
+def axial_slabs(img: nib.Nifti1Image, brain: np.ndarray,
+                slab_mm: float) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """``img`` in slabs of about ``slab_mm`` along its voxel axis nearest to superior (block
+    means, float32) and ``brain`` on the slabs (a slab is brain when any of its slices is)."""
+    axis = int(np.argmax(np.abs(img.affine[2, :3]) / np.linalg.norm(img.affine[:3, :3], axis=0)))
+    factor = max(2, int(round(slab_mm / float(img.header.get_zooms()[axis]))))
+    data, affine = thick_slices(np.asanyarray(img.dataobj).astype(np.float32), img.affine, factor, axis)
+    mask, _ = thick_slices(brain, img.affine, factor, axis, reducer=np.any)
+    out = nib.Nifti1Image(data, affine)
+    out.set_qform(affine, 1)
+    out.set_sform(affine, 1)
+    return out, mask
 
 
 def _thick_masks(brain: np.ndarray, face: np.ndarray, affine: np.ndarray,
