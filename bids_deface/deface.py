@@ -96,7 +96,7 @@ def guard_distance_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     for offset in np.ndindex(*[2 * r + 1 for r in reach]):
         steps = [o - r for o, r in zip(offset, reach)]
         across = sum(max(0.0, abs(k) * z[a] - shorter[a]) ** 2 for k, a in zip(steps, thick))
-        if across > limit_mm ** 2 and any(steps):
+        if across > limit_mm ** 2:
             continue
         # the brain of the slab ``steps`` away, seen from every voxel
         src = [slice(None)] * brain.ndim

@@ -317,7 +317,7 @@ class FaceModel:
             Any orientation, voxel size and dtype; 4D images use their first volume.
         guard_mm : float
             No face voxel is kept within this distance of the predicted brain (on
-            thick-slice grids, from anywhere in the voxel's slab: see
+            thick-slice grids counted between the slabs along their axis: see
             :func:`bids_deface.deface.guard_distance_mm`). For a small head, predicted on
             finer voxels (:meth:`adapted_spacing`), the model's face is guarded by this
             distance shrunk in proportion to the voxel; the ear zone keeps it whole.
