@@ -25,7 +25,7 @@ from .anatomy import block_reduce, drop_behind_ears, ear_zone, head_mask, larges
 from .deface import brain_guard_parts, clean_face_mask
 
 __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256",
-           "head_scale", "image_head_scale", "LABELS"]
+           "head_scale", "image_head_scale", "shown_scale", "LABELS"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +36,29 @@ Device = Literal["auto", "cpu", "cuda"]
 
 #: Mean brain volume (mL, deepbet) of the adult heads the training images were made from.
 ADULT_BRAIN_ML = 1560.0
-#: The training images scale those heads by 0.6 to 1.1 (``training.synth``): a smaller head
-#: is shown to the model at a finer spacing, so that it appears at the middle of that range.
-TARGET_SCALE = 0.85
+#: The training images scale those heads by 0.6 to 1.1 (``training.synth``). A head smaller
+#: than ``ADAPT_BELOW`` (the middle of that range) is shown to the model at a finer spacing,
+#: as a larger head: the smaller the head, the larger it is shown, up to the adult size
+#: (``SHOWN_AT_MIN``) for the ``MIN_SCALE`` head. The predicted brain's boundary error is
+#: about a fraction of the model's voxel and shrinks with it (``benchmarks/small_heads.md``).
+ADAPT_BELOW = 0.85
+#: The margin kept from the brain (``docs/mask.md``); the brain guard adds room for the
+#: predicted brain's boundary error to it.
+BRAIN_MARGIN_MM = 2.0
 MIN_SCALE = 0.6
+SHOWN_AT_MIN = 1.0
+
+
+def shown_scale(scale: float) -> float:
+    """The size at which a head of linear size ``scale`` is shown to the model (below
+    ``ADAPT_BELOW``): rising linearly from ``ADAPT_BELOW`` to ``SHOWN_AT_MIN`` as the head
+    shrinks to ``MIN_SCALE``.
+
+    >>> [round(shown_scale(s), 2) for s in (0.85, 0.7, 0.6, 0.5)]
+    [0.85, 0.94, 1.0, 1.0]
+    """
+    t = (ADAPT_BELOW - max(scale, MIN_SCALE)) / (ADAPT_BELOW - MIN_SCALE)
+    return ADAPT_BELOW + t * (SHOWN_AT_MIN - ADAPT_BELOW)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -229,12 +248,12 @@ class FaceModel:
 
     def adapted_spacing(self, scale: float | None) -> tuple[float, ...]:
         """The model's voxel size for a head of linear size ``scale`` (see :func:`head_scale`):
-        the plan's spacing for adult-size heads or an unknown size; for a head smaller than
-        ``TARGET_SCALE`` the spacing shrinks with it (down to the ``MIN_SCALE`` head), so that
-        the head fills as many voxels as a mid-size training head."""
-        if scale is None or scale >= TARGET_SCALE:
+        the plan's spacing for a head of ``ADAPT_BELOW`` or larger, or of unknown size; for a
+        smaller head the spacing that shows it at :func:`shown_scale` (3 mm × 0.6 / 1.0 =
+        1.8 mm for a newborn-size head, 3 mm × 0.7 / 0.94 = 2.2 mm for a 0.7-size child)."""
+        if scale is None or scale >= ADAPT_BELOW:
             return self.spacing_zyx
-        factor = max(scale, MIN_SCALE) / TARGET_SCALE
+        factor = max(scale, MIN_SCALE) / shown_scale(scale)
         return tuple(round(s * factor, 3) for s in self.spacing_zyx)
 
     @contextlib.contextmanager
@@ -320,7 +339,8 @@ class FaceModel:
             thick-slice grids counted between the slabs along their axis: see
             :func:`bids_deface.deface.guard_distance_mm`). For a small head, predicted on
             finer voxels (:meth:`adapted_spacing`), the model's face is guarded by this
-            distance shrunk in proportion to the voxel; the ear zone keeps it whole.
+            distance shrunk in proportion to the voxel, the ear zone by ``BRAIN_MARGIN_MM``
+            plus the rest of it shrunk so (3.3 mm for a newborn-size head).
         min_component_ml : float
             Face islands smaller than this are dropped before the guard, and so are the
             parts lying wholly behind the ears (:func:`bids_deface.anatomy.drop_behind_ears`).
@@ -333,21 +353,24 @@ class FaceModel:
         labels = self.predict_labels(img)
         spacing = self.adapted_spacing(image_head_scale(img, labels == LABELS["brain"]))
         if spacing != self.spacing_zyx:
-            # a small head: once more, at the spacing that gives it a mid-size head's voxels
+            # a small head: once more, at the finer spacing that shows it larger
             labels = self.predict_labels(img, spacing)
         t1 = time.perf_counter()
         face = labels == LABELS["face"]
         brain = labels == LABELS["brain"]
         face = self.drop_behind_ears(img, clean_face_mask(face, zooms, min_component_ml), brain)
-        # the model's face is guarded by guard_mm scaled with the voxel it was predicted
-        # on: a small head's brain is drawn on finer voxels, and its boundary is off by
-        # less; the ear zone, placed by rule right against the predicted brain, has no
-        # margin of its own and keeps the full guard
+        # the guard shrinks with the voxel the model saw: a small head's brain is drawn on
+        # finer voxels, and its boundary is off by less (on the training heads, up to 0.8
+        # of that voxel beside the ears, 1.0 beside the face). The model's face, trained to
+        # stay off the brain, is guarded by guard_mm scaled with the voxel; the ear zone,
+        # placed by rule right against the predicted brain, keeps BRAIN_MARGIN_MM whole and
+        # only the rest of guard_mm, the room for the boundary's error, shrinks
         ratio = min(1.0, spacing[0] / self.spacing_zyx[0])
+        ear_guard = min(guard_mm, BRAIN_MARGIN_MM + (guard_mm - BRAIN_MARGIN_MM) * ratio)
         parts = [(face, guard_mm * ratio)]
         t_ears = time.perf_counter()
         if ears:
-            parts.append((self.ear_zone(img, brain), guard_mm))
+            parts.append((self.ear_zone(img, brain), ear_guard))
         t_ears = time.perf_counter() - t_ears
         guarded = brain_guard_parts(parts, brain, zooms)
         t2 = time.perf_counter()

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nnU-Net v2 model folder (default: the shipped model)")
     p.add_argument("--guard-mm", type=float, default=4.0,
                    help="no voxel within this distance of the predicted brain is removed (default 4; "
-                        "for the model's face of a small head, shrunk with the finer model voxel)")
+                        "in a small head, shrunk with the finer model voxel; see docs/mask.md)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -116,17 +116,37 @@ added afterwards, and the infant, child FLAIR and newborn 3 mm cases after that,
 before its first run. The training heads shrunk to child and newborn size are in
 [benchmarks/small_heads.md](../benchmarks/small_heads.md).
 
-Both failures are newborn-size heads, where the ears lie closer to the brain than the
-predicted brain that the guard works from is accurate. At newborn size 6 to 11 % of each
-ear's sphere lies within 4 mm of the independent brain mask, inside the ear zone's 4 mm
-guard even around a perfect brain: the missed ear voxels lie 1.7 to 3.8 mm from that mask
-in the newborn-size T2w head and 2.4 to 5.7 mm in the 3 mm case. The 3 mm case also misses
-4 and 15 voxels of the eyes, 4.9 to 6.4 mm from the brain mask but 2.2 to 2.8 mm from a
-predicted brain that reaches too far above the orbits, inside the 2.9 mm guard of the
-model's face at that size. Shrinking the ear zone's guard like the model's face (2.95 mm
-at newborn size) was measured and not used: the newborn-size T2w ears reach 0.995 / 0.994,
-but the mask then comes within 0.6 mm of the brain at newborn size (1.2 mm at child size,
-from 1.7 and 2.1 mm) and the 3 mm case still fails.
+How small heads are shown to the model and guarded was changed again after this table had
+been read, and the small-head cases are no longer an unseen test of it. Small heads used to be
+shown at 0.85 (the middle of the training range, 2.1–2.3 mm voxels at newborn size) with
+the ear zone guarded by the whole 4 mm; the newborn-size T2w right ear was then 0.949, and
+the 3 mm newborn missed eyes (0.995 / 0.980) and ears (0.853 / 0.916). At newborn size 6 to
+11 % of each ear's sphere lies within 4 mm of the independent brain mask, so a 4 mm guard
+misses 0.95 even around a perfect brain. Shrinking the ear zone's guard like the model's
+face (to 2.95 mm) had been measured then: ears 0.995 / 0.994, but the mask came within
+0.6 mm of the brain. The shipped rule shows a smaller head larger, up to the adult size for
+a newborn-size head (1.9 mm voxels), where the predicted brain is drawn more finely, and
+keeps the 2 mm margin of the ear zone's guard whole, shrinking only its room for error
+(3.3 mm at newborn size; [mask.md](mask.md)). Before it was run here it was checked on the
+training heads ([benchmarks/small_heads.md](../benchmarks/small_heads.md): no brain
+removed; a first form that showed every head under 1.0 as an adult one removed 3 brain
+voxels of volpack, an adult head judged 0.89, and was dropped). One intermediate form was
+also run on this table: the same showing with both guards shrunk in proportion to the voxel
+(ear zone 2.5 mm at newborn size). It passed 13 cases (3 mm newborn ears 0.932 / 0.953)
+but came within 0.6 mm of the brain (newborn-size T1w, in the ear zone; 1.0 mm in the child
+FLAIR), and the 2 mm margin was kept whole instead. Against the previous rule, the
+newborn-size ears went from 0.964 / 0.979 (T1w) and 0.949 / 0.963 (T2w) to 0.960 / 0.996
+and 0.961 / 0.975, the 3 mm newborn's eyes to 1.000 (its ears to 0.891 / 0.915), and the
+smallest distance to the brain from 1.7 mm to 1.2 mm (newborn-size T1w) and 1.9 mm (T2w),
+and from 2.1 mm to 1.4 mm in the child FLAIR; the newborn-size cases take 16 s instead of
+11–12 s, their second prediction running on finer voxels.
+
+The one case below target, the newborn-size T2w in 3 mm axial slabs, misses ear voxels
+(80 of 736 on the right, 60 of 709 on the left) that all lie in the ear zone, 2.4 to 4.2 mm
+from the independent brain mask (a slab is brain when any of its slices is), and are
+taken back by the ear zone's 3.3 mm guard; 43 of the 80 lie within 3.3 mm of that mask, so
+the rule misses 0.95 there even around a perfect brain. Passing needs a smaller room for
+error, that is a predicted brain whose boundary is off by less than about half a voxel.
 
 On thick slices the guard counts the distance along the slices' axis between the slabs,
 since the tissue of both voxels, the face voxel's and the brain voxel's, spans its slab
