@@ -101,6 +101,9 @@ class MaskPrediction:
     timings: dict[str, float] = field(default_factory=dict)
     spacing_mm: tuple[float, ...] = ()
     """Voxel size (z, y, x) at which the model saw the image (finer than the plan's for small heads)."""
+    guard_mm: dict[str, float] = field(default_factory=dict)
+    """Brain guard applied to each part of the mask: ``face`` (the model's) and ``ears``
+    (the ear zone, when added)."""
 
 
 def _as_3d_float(img: nib.Nifti1Image) -> np.ndarray:
@@ -382,4 +385,5 @@ class FaceModel:
             seconds=t2 - t0,
             timings={"predict": t1 - t0, "ears": t_ears, "guard": t2 - t1 - t_ears},
             spacing_mm=spacing,
+            guard_mm={"face": guard_mm * ratio, **({"ears": ear_guard} if ears else {})},
         )

@@ -69,6 +69,7 @@ class Prediction(Protocol):
     guard_voxels: int
     seconds: float
     spacing_mm: tuple[float, ...]
+    guard_mm: Mapping[str, float]
 
 
 class Masker(Protocol):
@@ -209,6 +210,7 @@ def _defacing_record(
         "BrainVoxels": brain_voxels,
         # (the prediction's spacing is in nnU-Net's z, y, x order; the sidecar's in R, A, S)
         "ModelSpacingMM": [float(v) for v in prediction.spacing_mm][::-1] or None,
+        "BrainGuardMM": {k.capitalize(): round(float(v), 2) for k, v in prediction.guard_mm.items()} or None,
         "QCFlags": list(flags),
         "InputSHA256": checksum,
         **({"InputAnnexKey": annex} if annex else {}),

@@ -176,3 +176,4 @@ def test_small_head_is_seen_at_a_finer_spacing(model: FaceModel, s1_2mm: nib.Nif
     assert (distance[pred.face] <= 4.0).any()
     zone_only = pred.face & ~model.predict(small, ears=False).face
     assert zone_only.any() and distance[zone_only].min() > 2.0 + 2.0 * ratio
+    assert pred.guard_mm == pytest.approx({"face": 4.0 * ratio, "ears": 2.0 + 2.0 * ratio})

@@ -44,6 +44,7 @@ DEFACING_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("FaceVoxelsPredicted", "Face voxels predicted", ""),
     ("BrainVoxels", "Brain voxels predicted", ""),
     ("ModelSpacingMM", "Model voxel size", "mm"),
+    ("BrainGuardMM", "Brain guard", "mm"),
     ("Seconds", "Run time", "s"),
     ("PredictionSeconds", "Prediction time", "s"),
     ("ModelName", "Model", ""),
@@ -115,6 +116,9 @@ def _fmt(value: Any, unit: str = "") -> str:
         )
     elif isinstance(value, (list, tuple)):
         text = ", ".join(_fmt(v) for v in value) if value else "none"
+    elif isinstance(value, Mapping) and value and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+        text = ", ".join(f"{str(k).lower()} {_fmt(v)}" for k, v in value.items())
     elif isinstance(value, Mapping):
         text = json.dumps(value, default=str)
     else:

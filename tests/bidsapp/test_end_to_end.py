@@ -49,6 +49,13 @@ def test_example_dataset_participant_and_group(tmp_path: Path, validator: str) -
         own = plan["configurations"]["3d_fullres"]["spacing"]
         assert len(spacing) == 3 and (max(spacing) <= min(own) if "sub-02" in side_path.name
                                       else spacing == own[::-1])
+        # the guard: 4 mm for both parts at the model's own voxel; on a small head's finer
+        # voxels the model's face less, the ear zone between that and 4 mm, never under 2 mm
+        guard = d["BrainGuardMM"]
+        if spacing == own[::-1]:
+            assert guard == {"Face": 4.0, "Ears": 4.0}
+        else:
+            assert 2.0 < guard["Face"] < guard["Ears"] < 4.0
         image = side_path.with_name(side_path.name.replace(".json", ".nii.gz"))
         source = bids / side["Sources"][0].split(":", 2)[2]
         mask_path = next(image.parent.glob(
@@ -61,6 +68,7 @@ def test_example_dataset_participant_and_group(tmp_path: Path, validator: str) -
     for sub in ("sub-01", "sub-02"):
         html = (out / f"{sub}.html").read_text()
         assert html.count("data:image/png;base64,") >= 4 and "http://" not in html
+        assert "Brain guard" in html
 
     # a rerun skips the complete runs; the group level summarises them
     assert main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress"]) == 0
