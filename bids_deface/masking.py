@@ -369,11 +369,12 @@ class FaceModel:
         # placed by rule right against the predicted brain, keeps BRAIN_MARGIN_MM whole and
         # only the rest of guard_mm, the room for the boundary's error, shrinks
         ratio = min(1.0, spacing[0] / self.spacing_zyx[0])
-        ear_guard = min(guard_mm, BRAIN_MARGIN_MM + (guard_mm - BRAIN_MARGIN_MM) * ratio)
-        parts = [(face, guard_mm * ratio)]
+        guards = {"face": guard_mm * ratio}
+        parts = [(face, guards["face"])]
         t_ears = time.perf_counter()
         if ears:
-            parts.append((self.ear_zone(img, brain), ear_guard))
+            guards["ears"] = min(guard_mm, BRAIN_MARGIN_MM + (guard_mm - BRAIN_MARGIN_MM) * ratio)
+            parts.append((self.ear_zone(img, brain), guards["ears"]))
         t_ears = time.perf_counter() - t_ears
         guarded = brain_guard_parts(parts, brain, zooms)
         t2 = time.perf_counter()
@@ -385,5 +386,5 @@ class FaceModel:
             seconds=t2 - t0,
             timings={"predict": t1 - t0, "ears": t_ears, "guard": t2 - t1 - t_ears},
             spacing_mm=spacing,
-            guard_mm={"face": guard_mm * ratio, **({"ears": ear_guard} if ears else {})},
+            guard_mm=guards,
         )

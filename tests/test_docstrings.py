@@ -6,6 +6,7 @@ import doctest
 import importlib
 import importlib.util
 import pkgutil
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ def _modules_with_examples() -> list[str]:
     for info in pkgutil.walk_packages(bids_deface.__path__, "bids_deface."):
         spec = importlib.util.find_spec(info.name)
         origin = getattr(spec, "origin", None) if spec else None
-        if origin and origin.endswith(".py") and ">>> " in open(origin, encoding="utf-8").read():
+        if origin and origin.endswith(".py") and ">>> " in Path(origin).read_text(encoding="utf-8"):
             names.append(info.name)
     return sorted(names)
 
