@@ -56,11 +56,33 @@ def scaled(img: nib.Nifti1Image, s: float) -> nib.Nifti1Image:
     return out
 
 
-def to_markdown(rows: list[dict]) -> str:
-    """The benchmark's page: this module's description and the table of ``rows``."""
+def parse_args(doc: str, argv: list[str] | None) -> argparse.Namespace:
+    """The options of the benchmarks that run the model on heads: threads, model, output."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model-dir", type=Path, help="model folder (default: the shipped one)")
+    parser.add_argument("--markdown", type=Path)
+    return parser.parse_args(argv)
+
+
+def markdown_table(rows: list[dict]) -> list[str]:
+    """``rows`` as the lines of a Markdown table, one column per key of the first row."""
     cols = list(rows[0])
     table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    table += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return table + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+
+
+def write_page(text: str, path: Path | None) -> None:
+    """The benchmark's page to ``path``, or to the terminal."""
+    if path:
+        path.write_text(text, encoding="utf-8")
+    else:
+        print(text)
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """The benchmark's page: this module's description and the table of ``rows``."""
+    table = markdown_table(rows)
     return ("# Small heads: brain safety on the training heads\n\n"
             + __doc__.split("\n\n", 2)[2].strip() + "\n\n"
             "`slab_mm` is the thickness of the thick rows' slabs; `size_estimate` is the head\n"
@@ -78,11 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from bids_deface.masking import FaceModel, image_head_scale
     from bids_deface.training.fetch import fetch_all
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model-dir", type=Path, help="model folder (default: the shipped one)")
-    parser.add_argument("--markdown", type=Path)
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv)
 
     sources = fetch_all(REPO / "cache" / "sources", only=list(FETCHERS))
     model = FaceModel(args.model_dir or default_model_dir(), device="cpu", threads=args.threads)
@@ -119,11 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ears_short_mm": errors["ears"][0], "ears_over_mm": errors["ears"][1],
             })
             print(rows[-1], flush=True)
-    text = to_markdown(rows)
-    if args.markdown:
-        args.markdown.write_text(text, encoding="utf-8")
-    else:
-        print(text)
+    write_page(to_markdown(rows), args.markdown)
     return 0 if all(r["brain_removed"] == 0 for r in rows) else 1
 
 

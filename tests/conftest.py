@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,14 +30,6 @@ def s1_path() -> Path:
 @pytest.fixture(scope="session")
 def s1_2mm(s1_path: Path) -> nib.Nifti1Image:
     """S1 downsampled to 2 mm by 2×2×2 block averages, in its stored (LIA) orientation."""
-    img = nib.load(s1_path)
-    data = img.get_fdata(dtype=np.float32)
-    n = [s // 2 for s in data.shape]
-    data = data[: 2 * n[0], : 2 * n[1], : 2 * n[2]].reshape(n[0], 2, n[1], 2, n[2], 2).mean((1, 3, 5))
-    affine = img.affine.copy()
-    affine[:3, :3] = img.affine[:3, :3] * 2
-    affine[:3, 3] = img.affine[:3, 3] + img.affine[:3, :3] @ np.array([0.5, 0.5, 0.5])
-    out = nib.Nifti1Image(data.astype(np.int16), affine)
-    out.set_qform(affine, 1)
-    out.set_sform(affine, 1)
-    return out
+    from bids_deface.evaluation.cases import block_means
+
+    return block_means(nib.load(s1_path))

@@ -39,6 +39,7 @@ def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str]
     from ..data import default_model_dir
     from ..masking import FaceModel
     from ..anatomy import head_mask
+    from ..deface import guard_distance_mm
 
     img = nib.load(head_path)
     brain = deepbet_brain_mask(img)
@@ -56,6 +57,15 @@ def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str]
         for feat in FEATURES:
             row[feat] = feature_coverage(pred.face, head_tissue, case.image.affine, case.landmarks[feat],
                                          COVERAGE_RADIUS_MM * case.scale)
+        # the most of each ear the ear zone's guard lets go around a perfect brain (the
+        # independent one): a case whose ceiling is below the threshold passes only where
+        # the predicted brain falls short
+        g = pred.guard_mm.get("ears")
+        if g is not None:
+            beyond = guard_distance_mm(case.brain, zooms, g + 1.0) > g
+            row["ear_ceiling"] = {feat: feature_coverage(beyond, head_tissue, case.image.affine,
+                                                         case.landmarks[feat], COVERAGE_RADIUS_MM * case.scale)
+                                  for feat in FEATURES if feat.startswith("ear")}
         row["brain_removed"] = brain_voxels_removed(pred.face, case.brain)
         row["brain_gap_mm"] = brain_gap_mm(pred.face, case.brain, zooms)
         row["dice"] = dice(pred.face, case.reference_face)
@@ -63,6 +73,7 @@ def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str]
         row["ml_removed"] = float(pred.face.sum()) * float(np.prod(zooms)) / 1000.0
         row["seconds"] = seconds
         row["timings"] = {k: round(v, 2) for k, v in pred.timings.items()}
+        row["guard_mm"] = {k: round(v, 2) for k, v in pred.guard_mm.items()}
         row["pass"] = passes(row)
         rows.append(row)
         logger.info("%s", json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
@@ -143,10 +154,21 @@ and from 2.1 mm to 1.4 mm in the child FLAIR; the newborn-size cases take 16 s i
 
 The one case below target, the newborn-size T2w in 3 mm axial slabs, misses ear voxels
 (80 of 736 on the right, 60 of 709 on the left) that all lie in the ear zone, 2.4 to 4.2 mm
-from the independent brain mask (a slab is brain when any of its slices is), and are
-taken back by the ear zone's 3.3 mm guard; 43 of the 80 lie within 3.3 mm of that mask, so
-the rule misses 0.95 there even around a perfect brain. Passing needs a smaller room for
-error, that is a predicted brain whose boundary is off by less than about half a voxel.
+from the independent brain mask between voxel centres (a slab is brain when any of its
+slices is). They lie in slabs just below ones that hold brain (under the temporal lobe),
+and the guard counts a slab next to a brain slab as touching it (next paragraph). So the
+rule fails this case unless the predicted brain falls short of the true one: around a
+perfect brain it lets go of 0.850 and 0.860 of the ears (the *ceiling* below the table). Counting between voxel
+centres would let most of those voxels go, but on thick slices the predicted brain falls
+short of slabs that hold brain, and a guard counted between centres removes brain from 8
+of 10 slab images (the four training heads at adult and newborn size in 5 mm and 3 mm
+slabs, and the 2 mm copy of this head in 6 and 8 mm slabs; up to 18 voxels:
+[benchmarks/thick_guard.md](../benchmarks/thick_guard.md)). Passing this case needs a
+brain on thick slices that does not fall short by a slab, and then a guard counted between
+centres. A network fine-tuned with the whole slab's brain as its target did not get there:
+the same 13 cases pass, this case's ears reach 0.917 and 0.927 but its eyes drop to 0.999
+and 0.997, and counted between centres its guard still removes brain from 6 of the 10 slab
+images ([training.md](training.md#thick-slices-labelled-with-their-whole-slabs-brain-measured-not-shipped)).
 
 On thick slices the guard counts the distance along the slices' axis between the slabs,
 since the tissue of both voxels, the face voxel's and the brain voxel's, spans its slab
@@ -185,6 +207,17 @@ def to_markdown(rows: list[dict], command: str) -> str:
         lines.append("| " + " | ".join(fmt(r[c], c) for c in cols) + " |")
     verdict = "Every case passes." if all(r["pass"] for r in rows) else \
         "Cases marked **no** miss an acceptance threshold."
+    ceiling = [r for r in rows if "ear_ceiling" in r]
+    if ceiling:
+        verdict += (
+            "\n\nThe guard's **ceiling**: the coverage of each ear the ear zone's guard allows"
+            "\naround the independent brain mask (as if the predicted brain were that mask),"
+            "\nwith the guard applied (`guard_mm`: model face, ear zone). Below 0.95 a case"
+            "\npasses only where the predicted brain falls short of that mask.\n\n"
+            "| case | guard_mm (face, ears) | ceiling ear_right | ceiling ear_left |\n|---|---|---|---|\n"
+            + "\n".join(f"| {r['case']} | {r['guard_mm']['face']:.1f}, {r['guard_mm']['ears']:.1f} | "
+                        + " | ".join(fmt(r["ear_ceiling"][f], f) for f in ("ear_right", "ear_left")) + " |"
+                        for r in ceiling))
     return (INTRO + "\n".join(lines) + f"\n\n{verdict}\n\nRegenerate with (after "
             "`python -m bids_deface.training.fetch --only pycortex`):\n\n"
             f"```\n{command}\n```\n")

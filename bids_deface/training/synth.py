@@ -9,7 +9,9 @@ Each case draws, from one source head's tissue and target label maps:
 * **contrast** — per tissue class a mean and spread, from a contrast family (T1w, T1w-CE,
   T2w, FLAIR, PD, T2*, newborn T1w and T2w with inverted grey/white contrast) or fully
   random, then partial-volume blur, bias field, gamma and Rician noise;
-* **resolution** — 0.8–6 mm along each axis, thick slices along a random axis.
+* **resolution** — 0.8–6 mm along each axis, thick slices along a random axis (every n-th
+  slice kept; its brain label is the brain at the slice's centre, or with
+  ``--slab-brain any`` wherever its slab holds brain).
 
 Usage::
 
@@ -134,8 +136,14 @@ def _intensities(rng: np.random.Generator, tissue: np.ndarray) -> tuple[np.ndarr
     return np.clip(img, 0, None).astype(np.float32), family
 
 
-def synthesise(src: SourceHead, rng: np.random.Generator) -> tuple[nib.Nifti1Image, nib.Nifti1Image, dict]:
-    """One synthetic image and its target label map (same grid)."""
+def synthesise(src: SourceHead, rng: np.random.Generator,
+               slab_brain: str = "centre") -> tuple[nib.Nifti1Image, nib.Nifti1Image, dict]:
+    """One synthetic image and its target label map (same grid).
+
+    ``slab_brain`` says which voxels of a thick-slice case are brain: ``centre``, those
+    whose slice centre is brain; ``any``, those whose slab holds brain anywhere (the
+    brain a guard must keep off).
+    """
     # output field of view in a RAS frame centred on the head (working resolution)
     fov = np.array([rng.uniform(170, 230), rng.uniform(200, 256), rng.uniform(190, 256)])
     shape = tuple(int(v) for v in np.round(fov / WORK_MM))
@@ -168,6 +176,11 @@ def synthesise(src: SourceHead, rng: np.random.Generator) -> tuple[nib.Nifti1Ima
     # thick axes are stored at their acquired spacing
     step = np.maximum(1, np.round(acq / WORK_MM)).astype(int)
     slicer = tuple(slice(rng.integers(s), None, s) for s in step)
+    if slab_brain == "any" and (step > 1).any():
+        brain = target == 2
+        for ax in np.flatnonzero(step > 1):
+            brain = ndimage.maximum_filter1d(brain, size=int(step[ax]), axis=int(ax))
+        target = np.where(brain, 2, target)
     img, target = img[slicer], target[slicer]
     affine = out_affine.copy()
     affine[:3, :3] = np.diag(WORK_MM * step)
@@ -198,7 +211,7 @@ def synthesise(src: SourceHead, rng: np.random.Generator) -> tuple[nib.Nifti1Ima
 
 
 def write_dataset(labels_dir: Path, heads: list[str], cases: int, out: Path, seed: int = 0,
-                  start: int = 0) -> None:
+                  start: int = 0, slab_brain: str = "centre") -> None:
     """Write ``cases`` synthetic cases (round-robin over ``heads``) as an nnU-Net v2 raw dataset."""
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
@@ -207,7 +220,7 @@ def write_dataset(labels_dir: Path, heads: list[str], cases: int, out: Path, see
     for i in range(start, start + cases):
         case = f"synth_{i:04d}"
         rng = np.random.default_rng([seed, i])
-        im, lb, meta = synthesise(sources[i % len(sources)], rng)
+        im, lb, meta = synthesise(sources[i % len(sources)], rng, slab_brain)
         nib.save(im, out / "imagesTr" / f"{case}_0000.nii.gz")
         nib.save(lb, out / "labelsTr" / f"{case}.nii.gz")
         with open(meta_path, "a") as fobj:
@@ -236,9 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--slab-brain", choices=["centre", "any"], default="centre",
+                        help="brain label of thick-slice cases: at the slice centre, or "
+                             "wherever the slab holds brain")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    write_dataset(args.labels, args.heads, args.cases, args.out, args.seed, args.start)
+    write_dataset(args.labels, args.heads, args.cases, args.out, args.seed, args.start,
+                  args.slab_brain)
     return 0
 
 
