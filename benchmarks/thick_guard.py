@@ -5,7 +5,7 @@ Usage::
 
     python benchmarks/thick_guard.py [--threads 2] [--model-dir DIR] [--markdown benchmarks/thick_guard.md]
 
-On a thick-slice grid :func:`bids_deface.deface.guard_distance_mm` counts an offset along
+On a thick-slice grid ``bids_deface.deface.guard_distance_mm`` counts an offset along
 the slices' axis between the slabs: a slab next to a slab of predicted brain is as near to
 it as a neighbouring voxel of the finest side. The alternative counts between voxel
 centres, as on a thin grid. Both are run here with the shipped guards on thick-slice images
@@ -13,9 +13,9 @@ centres, as on a thin grid. Both are run here with the shipped guards on thick-s
 slabs at adult size and scaled to newborn size (0.6, about 3 mm slabs), and the 2 mm copy of
 the held-out head that the tests use in 6 and 8 mm slabs. Brain is deepbet's mask of the
 image before slicing, a slab being brain when any of its slices is. ``missed_brain`` counts
-the voxels of that brain which the predicted brain leaves out: the predicted brain falls
-short of slabs that hold only a little brain, and a guard counted between centres then lets
-the mask into them.
+the voxels of that brain which the predicted brain leaves out, anywhere in the head. The
+predicted brain under-segments slabs that hold only a little brain, and a guard counted
+between centres then lets the mask into them.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         deface.guard_distance_mm = between_slabs
     text = ("# Thick slices: the brain guard counted between slabs or between centres\n\n"
-            + __doc__.split("\n\n", 2)[2].strip() + "\n\n" + "\n".join(markdown_table(rows))
+            + __doc__.split("\n\n", 3)[3].strip().replace("``", "`") + "\n\n" + "\n".join(markdown_table(rows))
             + "\n\nRegenerate with:\n\n```\npython benchmarks/thick_guard.py --markdown "
             "benchmarks/thick_guard.md\n```\n")
     write_page(text, args.markdown)

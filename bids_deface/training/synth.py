@@ -179,7 +179,9 @@ def synthesise(src: SourceHead, rng: np.random.Generator,
     if slab_brain == "any" and (step > 1).any():
         brain = target == 2
         for ax in np.flatnonzero(step > 1):
-            brain = ndimage.maximum_filter1d(brain, size=int(step[ax]), axis=int(ax))
+            # a kept slice's slab reaches half a step to either side of it
+            half = int(step[ax]) // 2
+            brain = ndimage.maximum_filter1d(brain, size=2 * half + 1, axis=int(ax))
         target = np.where(brain, 2, target)
     img, target = img[slicer], target[slicer]
     affine = out_affine.copy()
