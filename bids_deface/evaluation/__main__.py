@@ -218,10 +218,11 @@ def to_markdown(rows: list[dict], command: str) -> str:
             "\nface, the ear zone). Below 0.95 a case can pass only where the predicted brain"
             "\nunder-segments that mask, which is where the guard's margin is thinner than it"
             "\nsays.\n\n"
-            "| case | guard_mm (face, ears) | ceiling ear_right | ceiling ear_left |\n|---|---|---|---|\n"
-            + "\n".join(f"| {r['case']} | {r['guard_mm']['face']:.1f}, {r['guard_mm']['ears']:.1f} | "
-                        + " | ".join(fmt(r["ear_ceiling"][f], f) for f in ("ear_right", "ear_left")) + " |"
-                        for r in ceiling))
+            "| case | guard_mm (face, ears) | ceiling ear_right | ceiling ear_left |\n|---|---|---|---|")
+        for r in ceiling:
+            g, c = r["guard_mm"], r["ear_ceiling"]
+            verdict += (f"\n| {r['case']} | {g['face']:.1f}, {g['ears']:.1f} | "
+                        f"{fmt(c['ear_right'], 'ear_right')} | {fmt(c['ear_left'], 'ear_left')} |")
     return (INTRO + "\n".join(lines) + f"\n\n{verdict}\n\nRegenerate with (after "
             "`python -m bids_deface.training.fetch --only pycortex`):\n\n"
             f"```\n{command}\n```\n")
