@@ -3,6 +3,10 @@
 Usage::
 
     python benchmarks/predict_cpu.py [--threads 2] [--repeats 3] [--markdown benchmarks/results.md]
+    python benchmarks/predict_cpu.py --device cuda --markdown benchmarks/results_gpu.md
+
+With ``--device cuda`` the network runs on the GPU (the rest of the mask step stays on the
+CPU threads) and the table adds the GPU's name and its peak memory.
 
 The image is the real held-out head (pycortex S1), cropped/padded to 256×256×176 at 1 mm.
 Each prediction runs the whole mask step (nnU-Net prediction at the model's 3 mm, resampling to the
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args(argv)
     from bids_deface.data import default_model_dir
     from bids_deface.deface import deface_image
@@ -72,14 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         save_raw_like(np.asanyarray(img.dataobj.get_unscaled()), img, Path(tmp) / "copy.nii.gz")
         io_floor = time.perf_counter() - t0
         t0 = time.perf_counter()
-        model = FaceModel(default_model_dir(), device="cpu", threads=args.threads)
+        model = FaceModel(default_model_dir(), device=args.device, threads=args.threads)
         load_s = time.perf_counter() - t0
-        times, ends = [], []
+        times, ends, stages = [], [], []
         for _ in range(args.repeats):
             img = load_nifti(path)
             t0 = time.perf_counter()
             pred = model.predict(img)
             times.append(time.perf_counter() - t0)
+            stages.append(pred.timings)
             save_raw_like(deface_image(img, pred.face), img, Path(tmp) / "defaced.nii.gz")
             ends.append(time.perf_counter() - t0)
         small = nib.Nifti1Image(np.asanyarray(img.dataobj), np.diag([0.6, 0.6, 0.6, 1.0]) @ img.affine)
@@ -88,13 +94,20 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             small_pred = model.predict(small)
             small_times.append(time.perf_counter() - t0)
+    processor = "CPU"
+    if args.device == "cuda":
+        processor = f"GPU {torch.cuda.get_device_name()}"
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows = [
         ("image", "256×256×176, 1 mm, int16 (real head, pycortex S1)"),
-        ("machine", f"{platform.processor() or platform.machine()}, {args.threads} torch threads, CPU"),
+        ("machine", f"{platform.processor() or platform.machine()}, {args.threads} torch threads, {processor}"),
         ("model load (s)", f"{load_s:.2f}"),
         ("prediction, median of %d (s)" % args.repeats, f"{statistics.median(times):.2f}"),
         ("prediction, all runs (s)", ", ".join(f"{t:.2f}" for t in times)),
+        ("of which the model: nnU-Net with its resampling, median (s)",
+         f"{statistics.median(t['predict'] for t in stages):.2f}"),
+        ("of which the ear zone, median (s)", f"{statistics.median(t['ears'] for t in stages):.2f}"),
+        ("of which cleaning and brain guard, median (s)", f"{statistics.median(t['guard'] for t in stages):.2f}"),
         ("prediction + deface + write, median (s)", f"{statistics.median(ends):.2f}"),
         ("I/O floor: read + write .nii.gz (s)", f"{io_floor:.2f}"),
         ("newborn size (same voxels at 0.6 mm): model spacing (mm)",
@@ -102,12 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         ("newborn size: prediction, median of %d (s)" % args.repeats, f"{statistics.median(small_times):.2f}"),
         ("peak RSS (MB)", f"{rss_mb:.0f}"),
     ]
+    if args.device == "cuda":
+        rows.append(("peak GPU memory (MB)", f"{torch.cuda.max_memory_allocated() / 2**20:.0f}"))
     table = "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     print(table)
     if args.markdown:
         args.markdown.write_text(
-            "# CPU prediction benchmark\n\n" + table
-            + "\n\nRegenerate with `python benchmarks/predict_cpu.py --markdown benchmarks/results.md`.\n")
+            f"# {'GPU' if args.device == 'cuda' else 'CPU'} prediction benchmark\n\n" + table
+            + "\n\nRegenerate with `python benchmarks/predict_cpu.py "
+            + ("--device cuda " if args.device == "cuda" else "")
+            + f"--markdown {args.markdown.as_posix()}`.\n")
     return 0
 
 

@@ -120,15 +120,21 @@ def _trainer_class():  # type: ignore[no-untyped-def]
             return nnUNetTrainer.get_validation_transforms(
                 deep_supervision_scales, is_cascaded, foreground_labels, regions, ignore_label)
 
+        def _do_i_compile(self) -> bool:
+            # a network this small gains less from torch.compile than compiling costs
+            return False
+
     return nnUNetTrainerFaceEarsCPU
 
 
-def _make_trainer(work: Path, epochs: int, device: str, iterations: int = 50):  # type: ignore[no-untyped-def]
+def _make_trainer(work: Path, epochs: int, device: str, iterations: int = 50,  # type: ignore[no-untyped-def]
+                  workers: int = 0):
     import torch
 
     set_nnunet_paths(work)
-    # data loading in the training process itself: 2 cores gain nothing from workers
-    os.environ.setdefault("nnUNet_n_proc_DA", "0")
+    # data-loading worker processes; 0 loads in the training process itself, which is
+    # what 2 CPU cores want (a GPU machine with many cores gains from a few workers)
+    os.environ["nnUNet_n_proc_DA"] = str(workers)
     pre = work / "nnunet_preprocessed" / DATASET_NAME
     plans = json.loads((pre / f"{PLANS}.json").read_text())
     dataset_json = json.loads((pre / "dataset.json").read_text())
@@ -142,7 +148,7 @@ def _make_trainer(work: Path, epochs: int, device: str, iterations: int = 50):  
 
 
 def fit(work: Path, epochs: int, device: str = "cpu", threads: int = 2, iterations: int = 50,
-        pretrained: Path | None = None) -> Path:
+        pretrained: Path | None = None, workers: int = 0) -> Path:
     """Train (or resume from the latest checkpoint) for ``epochs`` epochs of ``iterations``.
 
     ``pretrained``: a checkpoint (nnU-Net's, or an exported model's) whose network weights
@@ -152,7 +158,7 @@ def fit(work: Path, epochs: int, device: str = "cpu", threads: int = 2, iteratio
     import torch
 
     torch.set_num_threads(threads)
-    trainer = _make_trainer(work, epochs, device, iterations)
+    trainer = _make_trainer(work, epochs, device, iterations, workers)
     out = Path(trainer.output_folder)
     for name in ("checkpoint_latest.pth", "checkpoint_final.pth"):
         if (out / name).exists():
@@ -202,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=50, help="iterations per epoch")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="fit: data-loading worker processes (0: in the training process)")
     parser.add_argument("--pretrained", type=Path,
                         help="fit: start a new run from this checkpoint's network weights")
     args = parser.parse_args(argv)
@@ -209,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "plan":
         plan(args.work, args.spacing, args.patch, tuple(args.features), args.batch, args.threads)
     elif args.stage == "fit":
-        fit(args.work, args.epochs, args.device, args.threads, args.iterations, args.pretrained)
+        fit(args.work, args.epochs, args.device, args.threads, args.iterations, args.pretrained,
+            args.workers)
     else:
         logger.info("%.2f s per iteration", speed(args.work, threads=args.threads))
     return 0
