@@ -14,10 +14,15 @@ two versions of the model on the same dataset. Exit code 1 when a mask is missin
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bids_deface.evaluation.metrics import dice  # noqa: E402
 
 
 def compare(out_a: Path, out_b: Path) -> tuple[list[tuple[str, int, int, int, float]], list[str]]:
@@ -34,9 +39,7 @@ def compare(out_a: Path, out_b: Path) -> tuple[list[tuple[str, int, int, int, fl
             continue
         ma = np.asanyarray(a.dataobj) > 0
         mb = np.asanyarray(b.dataobj) > 0
-        na, nb = int(ma.sum()), int(mb.sum())
-        dice = 2 * int((ma & mb).sum()) / (na + nb) if na + nb else 1.0
-        rows.append((rel.as_posix(), na, nb, int((ma ^ mb).sum()), dice))
+        rows.append((rel.as_posix(), int(ma.sum()), int(mb.sum()), int((ma ^ mb).sum()), dice(ma, mb)))
     return rows, problems
 
 

@@ -71,7 +71,7 @@ def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str]
             row["ear_ceiling"] = ears_beyond(guard_distance_mm(case.brain, zooms, g + 1.0))
             if max(zooms) > min(zooms) * 1.001:
                 # thick slices: the same guard counted between voxel centres, not slabs
-                row["ear_ceiling_centres"] = ears_beyond(distance_mm(case.brain, np.asarray(zooms, float)))
+                row["ear_ceiling_centres"] = ears_beyond(distance_mm(case.brain, zooms))
         row["brain_removed"] = brain_voxels_removed(pred.face, case.brain)
         row["brain_gap_mm"] = brain_gap_mm(pred.face, case.brain, zooms)
         row["dice"] = dice(pred.face, case.reference_face)
