@@ -104,6 +104,8 @@ class MaskPrediction:
     guard_mm: dict[str, float] = field(default_factory=dict)
     """Brain guard applied to each part of the mask: ``face`` (the model's) and ``ears``
     (the ear zone, when added)."""
+    guard_brain: np.ndarray | None = None
+    """The brain the guard kept its distance from (:func:`upsample_labels`)."""
 
 
 def _as_3d_float(img: nib.Nifti1Image) -> np.ndarray:
@@ -189,6 +191,34 @@ def image_head_scale(img: nib.Nifti1Image, brain: np.ndarray) -> float | None:
     return head_scale(nib.orientations.apply_orientation(brain, ornt), tuple(zooms))
 
 
+def upsample_labels(logits: torch.Tensor, shape: list[int],
+                    spacing: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels on a grid of ``shape`` (voxel size ``spacing``) from ``logits`` (classes
+    first, on the model's grid over the same box), and the brain the guard keeps its
+    distance from.
+
+    The logits are upsampled trilinearly on torch (nnU-Net's export resamples each class
+    with scikit-image, several times slower on a 1 mm head) and the label is the class
+    that wins at each voxel centre. The guard's brain is that label map's brain; on thick
+    slices the guard's distance accounts for the slabs instead
+    (:func:`bids_deface.deface.guard_distance_mm`; ``benchmarks/thick_guard.py`` measures
+    brains drawn over each slab's whole extent, with the distance counted between centres).
+
+    Examples
+    --------
+    >>> logits = torch.zeros(3, 2, 1, 1); logits[0] = 0.5; logits[2, 0] = 1.0
+    >>> seg, brain = upsample_labels(logits, [4, 1, 1], [1.0, 1.0, 1.0])
+    >>> seg.ravel().tolist(), brain.ravel().tolist()
+    ([2, 2, 0, 0], [True, True, False, False])
+    """
+    del spacing  # the label map does not depend on it; a guard brain drawn per slab would
+    with torch.inference_mode():
+        up = torch.nn.functional.interpolate(logits[None], size=shape, mode="trilinear",
+                                             align_corners=False)[0]
+        seg = up.argmax(0).to(torch.uint8).numpy()
+    return seg, seg == LABELS["brain"]
+
+
 class FaceModel:
     """A loaded face-and-ears model.
 
@@ -269,10 +299,9 @@ class FaceModel:
         finally:
             config["spacing"] = plan
 
-    def _predict_zyx(self, arr: np.ndarray, props: dict) -> np.ndarray:
-        """nnU-Net preprocessing and sliding-window logits, then trilinear upsampling of the
-        logits to the input grid on torch (nnU-Net's export resamples each class with
-        scikit-image, several times slower on a 1 mm head), argmax, and the crop undone."""
+    def _predict_zyx(self, arr: np.ndarray, props: dict) -> tuple[np.ndarray, np.ndarray]:
+        """nnU-Net preprocessing and sliding-window logits, then :func:`upsample_labels`
+        to the input grid and the crop undone: the label map and the guard's brain."""
         from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
 
         p = self._predictor
@@ -283,26 +312,31 @@ class FaceModel:
             logits = p.predict_logits_from_preprocessed_data(batch["data"]).float()
         meta = batch["data_properties"]
         shape = [int(v) for v in meta["shape_after_cropping_and_before_resampling"]]
-        with torch.inference_mode():
-            up = torch.nn.functional.interpolate(logits[None], size=shape, mode="trilinear",
-                                                 align_corners=False)[0]
-            seg = up.argmax(0).to(torch.uint8).numpy()
-        full = np.zeros([int(v) for v in meta["shape_before_cropping"]], np.uint8)
-        bbox = meta["bbox_used_for_cropping"]
-        full[tuple(slice(int(a), int(b)) for a, b in bbox)] = seg
-        # nnU-Net's transpose for this plan is the identity, but honour it
-        return full.transpose(p.plans_manager.transpose_backward)
+        seg, brain = upsample_labels(logits, shape, [float(s) for s in props["spacing"]])
+        where = tuple(slice(int(a), int(b)) for a, b in meta["bbox_used_for_cropping"])
+        out = []
+        for part in (seg, brain):
+            full = np.zeros([int(v) for v in meta["shape_before_cropping"]], part.dtype)
+            full[where] = part
+            # nnU-Net's transpose for this plan is the identity, but honour it
+            out.append(full.transpose(p.plans_manager.transpose_backward))
+        return out[0], out[1]
 
-    def predict_labels(self, img: nib.Nifti1Image, spacing_zyx: tuple[float, ...] | None = None) -> np.ndarray:
-        """Label map (0 keep, 1 face, 2 brain) on the grid of ``img``, with the model
-        seeing the image at ``spacing_zyx`` (default: the plan's spacing)."""
+    def _labels(self, img: nib.Nifti1Image,
+                spacing_zyx: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Label map and guard brain (:func:`upsample_labels`) on the grid of ``img``."""
         ornt, ras, ras_zooms = _to_ras(img)
         # nnU-Net's NibabelIO convention: [x, y, z] -> [z, y, x]
         arr = np.ascontiguousarray(ras.transpose(2, 1, 0))[None]
         props = {"spacing": [float(s) for s in ras_zooms[::-1]]}
         with self._spacing(spacing_zyx or self.spacing_zyx):
-            seg = self._predict_zyx(arr, props)
-        return _from_ras(np.asarray(seg, dtype=np.uint8).transpose(2, 1, 0), ornt)
+            seg, brain = self._predict_zyx(arr, props)
+        return tuple(_from_ras(a.transpose(2, 1, 0), ornt) for a in (seg, brain))  # type: ignore[return-value]
+
+    def predict_labels(self, img: nib.Nifti1Image, spacing_zyx: tuple[float, ...] | None = None) -> np.ndarray:
+        """Label map (0 keep, 1 face, 2 brain) on the grid of ``img``, with the model
+        seeing the image at ``spacing_zyx`` (default: the plan's spacing)."""
+        return self._labels(img, spacing_zyx)[0]
 
     def ear_zone(self, img: nib.Nifti1Image, brain: np.ndarray) -> np.ndarray:
         """The ear zone of :func:`bids_deface.anatomy.ear_zone` on the grid of ``img``.
@@ -353,11 +387,11 @@ class FaceModel:
         """
         t0 = time.perf_counter()
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-        labels = self.predict_labels(img)
+        labels, guard_brain = self._labels(img)
         spacing = self.adapted_spacing(image_head_scale(img, labels == LABELS["brain"]))
         if spacing != self.spacing_zyx:
             # a small head: once more, at the finer spacing that shows it larger
-            labels = self.predict_labels(img, spacing)
+            labels, guard_brain = self._labels(img, spacing)
         t1 = time.perf_counter()
         face = labels == LABELS["face"]
         brain = labels == LABELS["brain"]
@@ -376,7 +410,7 @@ class FaceModel:
             guards["ears"] = min(guard_mm, BRAIN_MARGIN_MM + (guard_mm - BRAIN_MARGIN_MM) * ratio)
             parts.append((self.ear_zone(img, brain), guards["ears"]))
         t_ears = time.perf_counter() - t_ears
-        guarded = brain_guard_parts(parts, brain, zooms)
+        guarded = brain_guard_parts(parts, guard_brain, zooms)
         t2 = time.perf_counter()
         return MaskPrediction(
             face=guarded.face,
@@ -387,4 +421,5 @@ class FaceModel:
             timings={"predict": t1 - t0, "ears": t_ears, "guard": t2 - t1 - t_ears},
             spacing_mm=spacing,
             guard_mm=guards,
+            guard_brain=guard_brain,
         )
