@@ -211,7 +211,7 @@ def upsample_labels(logits: torch.Tensor, shape: list[int],
     >>> seg.ravel().tolist(), brain.ravel().tolist()
     ([2, 2, 0, 0], [True, True, False, False])
     """
-    del spacing  # the label map does not depend on it; a guard brain drawn per slab would
+    del spacing  # used only by guard brains drawn over thick slabs (the benchmark's rules)
     with torch.inference_mode():
         up = torch.nn.functional.interpolate(logits[None], size=shape, mode="trilinear",
                                              align_corners=False)[0]
@@ -331,7 +331,7 @@ class FaceModel:
         props = {"spacing": [float(s) for s in ras_zooms[::-1]]}
         with self._spacing(spacing_zyx or self.spacing_zyx):
             seg, brain = self._predict_zyx(arr, props)
-        return tuple(_from_ras(a.transpose(2, 1, 0), ornt) for a in (seg, brain))  # type: ignore[return-value]
+        return _from_ras(seg.transpose(2, 1, 0), ornt), _from_ras(brain.transpose(2, 1, 0), ornt)
 
     def predict_labels(self, img: nib.Nifti1Image, spacing_zyx: tuple[float, ...] | None = None) -> np.ndarray:
         """Label map (0 keep, 1 face, 2 brain) on the grid of ``img``, with the model
