@@ -21,6 +21,7 @@ __all__ = [
     "brain_guard",
     "brain_guard_parts",
     "guard_distance_mm",
+    "thick_axes",
     "clean_face_mask",
     "apply_face_mask",
     "deface_image",
@@ -62,6 +63,16 @@ def brain_guard(
     return brain_guard_parts([(face, margin_mm)], brain, zooms)
 
 
+def thick_axes(zooms: Sequence[float]) -> list[int]:
+    """Axes whose voxel side is longer than the finest side (by more than 0.1 %).
+
+    >>> thick_axes((1.0, 1.0, 5.0)), thick_axes((0.9, 0.9, 0.9))
+    ([2], [])
+    """
+    lo = float(min(zooms))
+    return [a for a, z in enumerate(zooms) if float(z) > lo * 1.001]
+
+
 def guard_distance_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float = np.inf) -> np.ndarray:
     """Distance in mm from the tissue of every voxel to the nearest ``brain`` voxel centre.
 
@@ -83,7 +94,7 @@ def guard_distance_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     brain = np.asarray(brain, dtype=bool)
     z = np.asarray(zooms, dtype=float)
     lo = float(z.min())
-    thick = [a for a in range(brain.ndim) if z[a] > lo * 1.001]
+    thick = thick_axes(z)
     if not thick or not brain.any():
         return distance_mm(brain, z)
     # distance within the same slab: a huge voxel side keeps the transform in-plane

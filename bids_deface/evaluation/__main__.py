@@ -39,7 +39,7 @@ def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str]
     from ..data import default_model_dir
     from ..masking import FaceModel
     from ..anatomy import distance_mm, head_mask
-    from ..deface import guard_distance_mm
+    from ..deface import guard_distance_mm, thick_axes
 
     img = nib.load(head_path)
     brain = deepbet_brain_mask(img)
@@ -69,7 +69,7 @@ def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str]
                         for feat in FEATURES if feat.startswith("ear")}
 
             row["ear_ceiling"] = ears_beyond(guard_distance_mm(case.brain, zooms, g + 1.0))
-            if max(zooms) > min(zooms) * 1.001:
+            if thick_axes(zooms):
                 # thick slices: the same guard counted between voxel centres, not slabs
                 row["ear_ceiling_centres"] = ears_beyond(distance_mm(case.brain, zooms))
         row["brain_removed"] = brain_voxels_removed(pred.face, case.brain)
