@@ -1,0 +1,80 @@
+"""The held-out evaluation with the thick-slice guard ``slabs_or_p05`` of
+``benchmarks/thick_guard.py`` in place of the shipped one (measured, not shipped).
+
+Usage::
+
+    python benchmarks/thick_guard_heldout.py --json OUT.json [--markdown OUT.md]
+
+On grids with slabs (an axis longer than ``thick_guard.SLAB_RATIO`` times the finest) a
+face voxel stays in the mask when the shipped guard, counted between slabs from the brain
+label at the voxel centres, or the guard counted between centres from the ``p05`` brain
+(brain probability of 0.05 at any point along the slab) puts it beyond its margin. Other
+grids are guarded as shipped. Runs ``python -m bids_deface.evaluation --head pycortex_s1``
+otherwise unchanged (about 8 minutes on two cores); ``docs/training.md`` gives the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+@contextlib.contextmanager
+def slabs_or_p05() -> Iterator[None]:
+    """The app's guard replaced by ``slabs_or_p05`` while the context is open."""
+    from bids_deface import deface, masking
+    from bids_deface.anatomy import distance_mm
+    from thick_guard import SLAB_RATIO, over_slabs
+
+    shipped = deface.guard_distance_mm, masking.upsample_labels, masking.FaceModel._labels
+    # the p05 brain of the last image with slabs, and that image's brain label
+    last: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def labels(self, img, spacing_zyx=None):  # type: ignore[no-untyped-def]
+        seg, guard = shipped[2](self, img, spacing_zyx)
+        zooms = img.header.get_zooms()[:3]
+        last.clear()
+        if max(zooms) > min(zooms) * SLAB_RATIO:
+            last["p05"] = (guard, seg == masking.LABELS["brain"])
+        return seg, guard
+
+    def distance(brain, zooms, limit_mm=np.inf):  # type: ignore[no-untyped-def]
+        if "p05" in last and last["p05"][0] is brain:
+            slab_rule = shipped[0](last["p05"][1], zooms, limit_mm)
+            return np.maximum(slab_rule, distance_mm(brain, zooms))
+        return shipped[0](brain, zooms, limit_mm)
+
+    masking.upsample_labels = over_slabs("likely", 0.05)
+    masking.FaceModel._labels = labels
+    deface.guard_distance_mm = distance
+    try:
+        yield
+    finally:
+        deface.guard_distance_mm, masking.upsample_labels, masking.FaceModel._labels = shipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bids_deface.evaluation.__main__ import main as evaluate
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args(argv)
+    out = ["--head", "pycortex_s1", "--json", str(args.json)]
+    if args.markdown:
+        out += ["--markdown", str(args.markdown)]
+    with slabs_or_p05():
+        return evaluate(out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
