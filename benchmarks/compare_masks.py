@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows, problems = compare(args.out_a, args.out_b)
     print("| mask | voxels A | voxels B | differing | Dice |\n|---|---|---|---|---|")
-    for rel, na, nb, diff, dice in rows:
-        print(f"| {rel} | {na} | {nb} | {diff} | {dice:.5f} |")
+    for rel, na, nb, diff, overlap in rows:
+        print(f"| {rel} | {na} | {nb} | {diff} | {overlap:.5f} |")
     for line in problems:
         print(line)
     return 1 if problems or not rows else 0

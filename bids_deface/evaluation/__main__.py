@@ -228,7 +228,8 @@ def to_markdown(rows: list[dict], command: str) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(fmt(r[c], c) for c in cols) + " |")
-    verdict = "Every case passes." if all(r["pass"] for r in rows) else \
+    passed = sum(bool(r["pass"]) for r in rows)
+    verdict = "Every case passes." if passed == len(rows) else \
         "Cases marked **no** miss an acceptance threshold."
     ceiling = [r for r in rows if "ear_ceiling" in r]
     if ceiling:
@@ -249,7 +250,6 @@ def to_markdown(rows: list[dict], command: str) -> str:
                      if centres else "–")
             verdict += (f"\n| {r['case']} | {g['face']:.1f}, {g['ears']:.1f} | "
                         f"{fmt(c['ear_right'], 'ear_right')} | {fmt(c['ear_left'], 'ear_left')} | {other} |")
-    passed = sum(bool(r["pass"]) for r in rows)
     summary = f"**{passed} of {len(rows)} cases pass.**\n\n"
     notes = "" if passed == len(rows) else f"\n\n## The case below target\n\n{BELOW_TARGET}"
     notes += ("\n## How the guard's rules came about\n\nThe rules below were changed after cases of"
