@@ -6,8 +6,9 @@ Usage::
     python benchmarks/thick_guard_heldout.py --json OUT.json [--markdown OUT.md]
 
 On grids with slabs (an axis longer than ``thick_guard.SLAB_RATIO`` times the finest) a
-face voxel stays in the mask when the shipped guard, counted between slabs from the brain
-label at the voxel centres, or the guard counted between centres from the ``p05`` brain
+face voxel stays in the mask when the guard counted between slabs from the brain label at
+the voxel centres (rule ``slabs``, the app's until the guard drew the brain on sub-slices
+of the slabs), or the guard counted between centres from the ``p05`` brain
 (brain probability of 0.05 at any point along the slab) puts it beyond its margin. Other
 grids are guarded as shipped. Runs ``python -m bids_deface.evaluation --head pycortex_s1``
 otherwise unchanged (about 8 minutes on two cores); ``docs/training.md`` gives the result.
@@ -35,31 +36,44 @@ def slabs_or_p05() -> Iterator[None]:
     from bids_deface.anatomy import distance_mm
     from thick_guard import SLAB_RATIO, over_slabs
 
-    shipped = deface.guard_distance_mm, masking.upsample_labels, masking.FaceModel._labels
+    shipped = masking.upsample_labels, masking.FaceModel._labels, masking.brain_guard_parts
     # the p05 brain of the last image with slabs, and that image's brain label
     last: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def labels(self, img, spacing_zyx=None):  # type: ignore[no-untyped-def]
-        seg, guard = shipped[2](self, img, spacing_zyx)
+        seg, guard = shipped[1](self, img, spacing_zyx)
         zooms = img.header.get_zooms()[:3]
         last.clear()
         if max(zooms) > min(zooms) * SLAB_RATIO:
             last["p05"] = (guard, seg == masking.LABELS["brain"])
         return seg, guard
 
-    def distance(brain, zooms, limit_mm=np.inf):  # type: ignore[no-untyped-def]
-        if "p05" in last and last["p05"][0] is brain:
-            slab_rule = shipped[0](last["p05"][1], zooms, limit_mm)
-            return np.maximum(slab_rule, distance_mm(brain, zooms))
-        return shipped[0](brain, zooms, limit_mm)
+    def centres(brain, zooms, limit_mm=np.inf, shape=None):  # type: ignore[no-untyped-def]
+        return distance_mm(brain, zooms)
 
+    def guard_parts(parts, brain, zooms):  # type: ignore[no-untyped-def]
+        if "p05" not in last or last["p05"][0] is not brain:
+            return shipped[2](parts, brain, zooms)
+        # the brain label at the voxel centres filling its slab (counted between slabs),
+        # or the p05 brain counted between centres: kept when either guard keeps it
+        between_slabs = shipped[2](parts, last["p05"][1], zooms)
+        deface.guard_distance_mm = centres
+        try:
+            between_centres = shipped[2](parts, brain, zooms)
+        finally:
+            deface.guard_distance_mm = shipped_distance
+        face = between_slabs.face | between_centres.face
+        union = np.logical_or.reduce([np.asarray(m, bool) for m, _ in parts])
+        return deface.GuardResult(face=face, guard_voxels=int(np.count_nonzero(union & ~face)))
+
+    shipped_distance = deface.guard_distance_mm
     masking.upsample_labels = over_slabs("likely", 0.05)
     masking.FaceModel._labels = labels
-    deface.guard_distance_mm = distance
+    masking.brain_guard_parts = guard_parts
     try:
         yield
     finally:
-        deface.guard_distance_mm, masking.upsample_labels, masking.FaceModel._labels = shipped
+        masking.upsample_labels, masking.FaceModel._labels, masking.brain_guard_parts = shipped
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ __all__ = [
     "brain_guard",
     "brain_guard_parts",
     "guard_distance_mm",
+    "slab_splits",
     "thick_axes",
     "clean_face_mask",
     "apply_face_mask",
@@ -73,8 +74,67 @@ def thick_axes(zooms: Sequence[float]) -> list[int]:
     return [a for a, z in enumerate(zooms) if float(z) > lo * 1.001]
 
 
-def guard_distance_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float = np.inf) -> np.ndarray:
-    """Distance in mm from the tissue of every voxel to the nearest ``brain`` voxel centre.
+#: A voxel axis is a slab axis when its side is at least this times the finest side.
+SLAB_RATIO = 1.5
+#: The most sub-slices a slab is split into (:func:`slab_splits`).
+MAX_SPLITS = 8
+
+
+def slab_splits(zooms: Sequence[float]) -> tuple[int, ...]:
+    """Sub-slices per voxel along each axis: a slab (an axis at least ``SLAB_RATIO`` times
+    the finest side) is split into as many sub-slices as make them about as thin as the
+    finest side (at most ``MAX_SPLITS``); other axes are not split.
+
+    >>> slab_splits((0.6, 0.6, 3.0)), slab_splits((1.0, 1.0, 1.2)), slab_splits((0.45, 0.45, 5.0))
+    ((1, 1, 5), (1, 1, 1), (1, 1, 8))
+    """
+    lo = float(min(zooms))
+    return tuple(min(MAX_SPLITS, max(2, int(round(float(z) / lo)))) if float(z) >= lo * SLAB_RATIO else 1
+                 for z in zooms)
+
+
+def guard_distance_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float = np.inf,
+                      shape: Sequence[int] | None = None) -> np.ndarray:
+    """Distance in mm from the tissue of every voxel of a grid (voxel size ``zooms``,
+    ``shape``, default ``brain.shape``) to the nearest voxel of ``brain``.
+
+    ``brain`` is given either on that grid or on a finer one that splits each voxel into
+    an equal number of sub-slices along some axes (the *sub-slab* brain of a thick-slice
+    image, :func:`slab_splits`): then the distance is counted on the finer grid, between
+    sub-slice centres, and a voxel's is the smallest of its sub-slices', as the voxel is
+    removed whole. Where a voxel is longer than the finest side along an axis the brain is
+    not split along, the brain voxel's tissue also spans its voxel: an offset along that
+    axis counts ``side - finest`` less (half a voxel beyond the finest half voxel on each
+    side, never below 0). Offsets along the finest axes count in full. Distances up to
+    ``limit_mm`` are exact; larger ones may come out larger.
+
+    Examples
+    --------
+    A brain slab in 5 mm slices, given per slab (spanning its slab) and split into five
+    sub-slices, with brain only in the lowest:
+
+    >>> brain = np.zeros((9, 1, 3), bool); brain[4, 0, 1] = True
+    >>> guard_distance_mm(brain, (1.0, 1.0, 5.0))[4, 0].tolist()
+    [1.0, 0.0, 1.0]
+    >>> sub = np.zeros((9, 1, 15), bool); sub[4, 0, 5] = True
+    >>> guard_distance_mm(sub, (1.0, 1.0, 5.0), shape=(9, 1, 3))[4, 0].tolist()
+    [1.0, 0.0, 5.0]
+    """
+    brain = np.asarray(brain, dtype=bool)
+    shape = tuple(int(n) for n in (shape if shape is not None else brain.shape))
+    splits = [b // n for b, n in zip(brain.shape, shape)]
+    if any(b != n * k for b, n, k in zip(brain.shape, shape, splits)) or min(splits) < 1:
+        raise ValueError(f"brain {brain.shape} does not split the grid {shape} into sub-slices")
+    if all(k == 1 for k in splits):
+        return _between_slabs_mm(brain, zooms, limit_mm)
+    fine = _between_slabs_mm(brain, [float(z) / k for z, k in zip(zooms, splits)], limit_mm)
+    return fine.reshape([v for n, k in zip(shape, splits) for v in (n, k)]).min(axis=(1, 3, 5))
+
+
+def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float = np.inf) -> np.ndarray:
+    """Distance in mm from the tissue of every voxel to the nearest ``brain`` voxel, the
+    tissue of each voxel spanning its slab (:func:`guard_distance_mm` for a brain given
+    on the voxel grid itself).
 
     On a grid of cubic voxels this is the distance between voxel centres
     (:func:`distance_mm`). Where an axis has longer voxels (thick slices), the tissue of
@@ -87,7 +147,7 @@ def guard_distance_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     Examples
     --------
     >>> brain = np.zeros((9, 1, 3), bool); brain[4, 0, 0] = True
-    >>> d = guard_distance_mm(brain, (1.0, 1.0, 5.0))
+    >>> d = _between_slabs_mm(brain, (1.0, 1.0, 5.0))
     >>> d[4, 0].tolist(), d[0, 0].tolist()
     ([0.0, 1.0, 6.0], [4.0, 4.123105625617661, 7.211102550927978])
     """
@@ -127,9 +187,10 @@ def brain_guard_parts(
 ) -> GuardResult:
     """:func:`brain_guard` for a face made of parts that each keep their own margin.
 
-    ``parts`` holds ``(mask, margin_mm)`` pairs; a voxel is kept when any part holding it
-    keeps it, so a voxel in two parts gets the smaller of their margins. ``guard_voxels``
-    counts the voxels of the union of the parts that are not kept.
+    ``parts`` holds ``(mask, margin_mm)`` pairs on one grid; ``brain`` is on that grid or
+    splits its voxels into sub-slices (:func:`guard_distance_mm`). A voxel is kept when any
+    part holding it keeps it, so a voxel in two parts gets the smaller of their margins.
+    ``guard_voxels`` counts the voxels of the union of the parts that are not kept.
 
     Examples
     --------
@@ -141,16 +202,30 @@ def brain_guard_parts(
     ([0, 0, 1, 1, 0, 1], 1)
     """
     brain = np.asarray(brain, dtype=bool)
-    limit = max((float(m) for _, m in parts), default=0.0)
-    distance = guard_distance_mm(brain, zooms, limit)
-    union = np.zeros(brain.shape, bool)
-    kept = np.zeros(brain.shape, bool)
-    for mask, margin_mm in parts:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != brain.shape:
-            raise ValueError(f"face {mask.shape} and brain {brain.shape} masks differ in shape")
+    masks = [np.asarray(mask, dtype=bool) for mask, _ in parts]
+    shape = masks[0].shape if masks else brain.shape
+    for mask in masks:
+        if mask.shape != shape or any(b % n for b, n in zip(brain.shape, shape)):
+            raise ValueError(f"face {mask.shape} and brain {brain.shape} masks are not on one grid")
+    union = np.zeros(shape, bool)
+    for mask in masks:
         union |= mask
-        kept |= mask & (distance > margin_mm)
+    kept = np.zeros(shape, bool)
+    if not union.any():
+        return GuardResult(face=kept, guard_voxels=0)
+    limit = max(float(m) for _, m in parts)
+    # only the box around the face (and the brain within the largest margin of it) counts
+    splits = [b // n for b, n in zip(brain.shape, shape)]
+    idx = np.nonzero(union)
+    box = []
+    for axis, z in enumerate(zooms[:3]):
+        pad = int(np.ceil(limit / float(z))) + 1
+        box.append(slice(max(0, int(idx[axis].min()) - pad), min(shape[axis], int(idx[axis].max()) + pad + 1)))
+    fine_box = tuple(slice(b.start * k, b.stop * k) for b, k in zip(box, splits))
+    box_shape = [b.stop - b.start for b in box]
+    distance = guard_distance_mm(brain[fine_box], zooms, limit, shape=box_shape)
+    for mask, (_, margin_mm) in zip(masks, parts):
+        kept[tuple(box)] |= mask[tuple(box)] & (distance > margin_mm)
     return GuardResult(face=kept, guard_voxels=int(np.count_nonzero(union & ~kept)))
 
 

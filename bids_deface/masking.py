@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .anatomy import block_reduce, drop_behind_ears, ear_zone, head_mask, largest_component
-from .deface import brain_guard_parts, clean_face_mask
+from .deface import brain_guard_parts, clean_face_mask, slab_splits
 
 __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256",
            "head_scale", "image_head_scale", "shown_scale", "LABELS"]
@@ -105,7 +105,8 @@ class MaskPrediction:
     """Brain guard applied to each part of the mask: ``face`` (the model's) and ``ears``
     (the ear zone, when added)."""
     guard_brain: np.ndarray | None = None
-    """The brain the guard kept its distance from (:func:`upsample_labels`)."""
+    """The brain the guard kept its distance from (:func:`upsample_labels`): on thick
+    slices on a grid that splits each slab into sub-slices."""
 
 
 def _as_3d_float(img: nib.Nifti1Image) -> np.ndarray:
@@ -200,9 +201,10 @@ def upsample_labels(logits: torch.Tensor, shape: list[int],
     The logits are upsampled trilinearly on torch (nnU-Net's export resamples each class
     with scikit-image, several times slower on a 1 mm head) and the label is the class
     that wins at each voxel centre. The guard's brain is that label map's brain; on thick
-    slices the guard's distance accounts for the slabs instead
-    (:func:`bids_deface.deface.guard_distance_mm`; ``benchmarks/thick_guard.py`` measures
-    brains drawn over each slab's whole extent, with the distance counted between centres).
+    slices it is drawn finer, at the centres of the sub-slices of
+    :func:`bids_deface.deface.slab_splits` (``shape`` times those splits), so that the
+    guard knows where within its slab the network puts the brain
+    (:func:`bids_deface.deface.guard_distance_mm`).
 
     Examples
     --------
@@ -210,13 +212,49 @@ def upsample_labels(logits: torch.Tensor, shape: list[int],
     >>> seg, brain = upsample_labels(logits, [4, 1, 1], [1.0, 1.0, 1.0])
     >>> seg.ravel().tolist(), brain.ravel().tolist()
     ([2, 2, 0, 0], [True, True, False, False])
+
+    Two 3 mm slabs, each split into three sub-slices: the brain reaches into the lowest
+    sub-slice of the second slab, whose centre is not brain.
+
+    >>> logits = torch.zeros(3, 2, 1, 1); logits[0] = 0.2; logits[2, 0] = 1.0
+    >>> seg, brain = upsample_labels(logits, [2, 1, 1], [3.0, 1.0, 1.0])
+    >>> seg.ravel().tolist(), brain.ravel().astype(int).tolist()
+    ([2, 0], [1, 1, 1, 1, 0, 0])
     """
-    del spacing  # used only by guard brains drawn over thick slabs (the benchmark's rules)
+    splits = slab_splits(spacing)
     with torch.inference_mode():
         up = torch.nn.functional.interpolate(logits[None], size=shape, mode="trilinear",
                                              align_corners=False)[0]
-        seg = up.argmax(0).to(torch.uint8).numpy()
-    return seg, seg == LABELS["brain"]
+        seg = _winning_labels(up)
+        if all(k == 1 for k in splits):
+            return seg, seg == LABELS["brain"]
+        # trilinear is separable: along the slab axes to every sub-slice first (on the
+        # model's coarse in-plane grid), then in-plane for each sub-slice offset
+        along = torch.nn.functional.interpolate(
+            logits[None], size=[n * k if k > 1 else m for n, k, m in zip(shape, splits, logits.shape[1:])],
+            mode="trilinear", align_corners=False)[0]
+        brain = np.zeros([n * k for n, k in zip(shape, splits)], bool)
+        for offset in np.ndindex(*splits):
+            view = along[(slice(None), *(slice(o, None, k) for o, k in zip(offset, splits)))]
+            sub = torch.nn.functional.interpolate(view[None], size=shape, mode="trilinear",
+                                                  align_corners=False)[0]
+            brain[tuple(slice(o, None, k) for o, k in zip(offset, splits))] = _winning_labels(sub) == LABELS["brain"]
+    return seg, brain
+
+
+def _winning_labels(logits: torch.Tensor) -> np.ndarray:
+    """``logits.argmax(0)`` of three classes (the first of equal ones), as uint8: by
+    comparisons, several times faster than torch's argmax over the first axis here.
+
+    >>> _winning_labels(torch.tensor([[0.0, 1.0, 2.0, 1.0], [1.0, 1.0, 0.0, 1.0], [0.0, 2.0, 2.0, 1.0]])).tolist()
+    [1, 2, 0, 0]
+    """
+    if logits.shape[0] != 3:
+        return logits.argmax(0).to(torch.uint8).numpy()
+    keep, face, brain = logits[0], logits[1], logits[2]
+    out = (face > keep).to(torch.uint8)
+    out[(brain > keep) & (brain > face)] = 2
+    return out.numpy()
 
 
 class FaceModel:
@@ -313,10 +351,13 @@ class FaceModel:
         meta = batch["data_properties"]
         shape = [int(v) for v in meta["shape_after_cropping_and_before_resampling"]]
         seg, brain = upsample_labels(logits, shape, [float(s) for s in props["spacing"]])
-        where = tuple(slice(int(a), int(b)) for a, b in meta["bbox_used_for_cropping"])
         out = []
         for part in (seg, brain):
-            full = np.zeros([int(v) for v in meta["shape_before_cropping"]], part.dtype)
+            # the guard's brain may split the voxels into sub-slices (``upsample_labels``)
+            splits = [p_ // s_ for p_, s_ in zip(part.shape, shape)]
+            where = tuple(slice(int(a) * k, int(b) * k)
+                          for (a, b), k in zip(meta["bbox_used_for_cropping"], splits))
+            full = np.zeros([int(v) * k for v, k in zip(meta["shape_before_cropping"], splits)], part.dtype)
             full[where] = part
             # nnU-Net's transpose for this plan is the identity, but honour it
             out.append(full.transpose(p.plans_manager.transpose_backward))
@@ -373,8 +414,8 @@ class FaceModel:
             Any orientation, voxel size and dtype; 4D images use their first volume.
         guard_mm : float
             No face voxel is kept within this distance of the predicted brain (on
-            thick-slice grids counted between the slabs along their axis: see
-            :func:`bids_deface.deface.guard_distance_mm`). For a small head, predicted on
+            thick slices from any part of the face voxel's slab to the brain drawn on
+            sub-slices of the slabs: see :func:`bids_deface.deface.guard_distance_mm`). For a small head, predicted on
             finer voxels (:meth:`adapted_spacing`), the model's face is guarded by this
             distance shrunk in proportion to the voxel, the ear zone by ``BRAIN_MARGIN_MM``
             plus the rest of it shrunk so (3.3 mm for a newborn-size head).

@@ -147,6 +147,32 @@ def test_thick_slice_guard_counts_the_whole_slab_along_its_axis_only() -> None:
     assert (d <= centre + 1e-9).all() and (d >= centre - 4.0 - 1e-9).all()
 
 
+def test_guard_on_sub_slices_counts_from_every_sub_slice_of_the_face_voxel() -> None:
+    from bids_deface.deface import brain_guard_parts, guard_distance_mm, slab_splits
+
+    zooms = (1.0, 1.0, 5.0)
+    assert slab_splits(zooms) == (1, 1, 5)
+    shape = (13, 9, 5)
+    # brain in the upper three sub-slices of slab 3 and in all of slab 4
+    sub = np.zeros((13, 9, 25), bool)
+    sub[:, :, 17:] = True
+    per_slab = np.zeros(shape, bool)
+    per_slab[:, :, 3:] = True
+    d = guard_distance_mm(sub, zooms, shape=shape)
+    # slab 2 reaches up to sub-slice 14, three sub-slices below the brain; slab 3 holds brain
+    assert d[0, 0].tolist() == [13.0, 8.0, 3.0, 0.0, 0.0]
+    # the brain filling its slabs, on sub-slices or per slab: the slab next to it touches it
+    filled = np.repeat(per_slab, 5, axis=2)
+    assert np.allclose(guard_distance_mm(filled, zooms, shape=shape), guard_distance_mm(per_slab, zooms))
+    assert guard_distance_mm(per_slab, zooms)[0, 0, 2] == 1.0
+    face = ~per_slab
+    kept = brain_guard_parts([(face, 2.5)], sub, zooms).face
+    assert kept[:, :, :3].all() and not kept[:, :, 3:].any()
+    assert not brain_guard_parts([(face, 2.5)], per_slab, zooms).face[:, :, 2].any()
+    with pytest.raises(ValueError, match="not on one grid"):
+        brain_guard_parts([(face, 2.5)], sub[:, :, :24], zooms)
+
+
 def test_guard_parts_keep_their_own_margins() -> None:
     from bids_deface.deface import brain_guard_parts
 

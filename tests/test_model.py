@@ -49,17 +49,31 @@ def test_golden_coverage_and_brain_safety(s1_2mm: nib.Nifti1Image, s1_prediction
     assert 0 < (face & head).sum() < 0.25 * head.sum()
 
 
-def test_golden_thick_slices(model: FaceModel, s1_2mm: nib.Nifti1Image) -> None:
-    """The same head in 6 mm axial slabs: the guard counts each voxel's whole slab, and no
-    brain is removed from a slab in which any slice holds brain."""
+@pytest.fixture(scope="module")
+def s1_slabs(s1_2mm: nib.Nifti1Image):  # type: ignore[no-untyped-def]
+    """The 2 mm head in 6 and 8 mm axial slabs, each with its brain (a slab is brain when
+    any of its slices is)."""
     from bids_deface.brainmask import deepbet_brain_mask
     from bids_deface.evaluation.cases import axial_slabs
+
+    brain = deepbet_brain_mask(s1_2mm)
+    return {mm: axial_slabs(s1_2mm, brain, mm) for mm in (6.0, 8.0)}
+
+
+@pytest.mark.parametrize("slab_mm", [6.0, 8.0])
+def test_golden_thick_slices(model: FaceModel, s1_slabs, slab_mm: float) -> None:  # type: ignore[no-untyped-def]
+    """The same head in 6 and 8 mm axial slabs: the guard keeps every sub-slice of a face
+    voxel's slab off the brain drawn on sub-slices, and no brain is removed from a slab in
+    which any slice holds brain."""
     from bids_deface.evaluation.metrics import brain_gap_mm
 
-    thick, brain = axial_slabs(s1_2mm, deepbet_brain_mask(s1_2mm), 6.0)
+    thick, brain = s1_slabs[slab_mm]
     zooms = np.asarray(thick.header.get_zooms()[:3])
-    assert sorted(zooms.tolist()) == [2.0, 2.0, 6.0]
-    face = model.predict(thick).face
+    assert sorted(zooms.tolist()) == [2.0, 2.0, slab_mm]
+    pred = model.predict(thick)
+    face = pred.face
+    # the guard's brain splits each slab into 2 mm sub-slices
+    assert pred.guard_brain.shape[int(np.argmax(zooms))] == thick.shape[int(np.argmax(zooms))] * slab_mm / 2
     head = head_mask(thick.get_fdata(dtype=np.float32), zooms)
     for feature, point in load_landmarks("pycortex_s1").items():
         cov = feature_coverage(face, head, thick.affine, point)
@@ -67,6 +81,21 @@ def test_golden_thick_slices(model: FaceModel, s1_2mm: nib.Nifti1Image) -> None:
     assert brain_voxels_removed(face, brain) == 0
     # and the design's 2 mm margin holds between voxel centres
     assert brain_gap_mm(face, brain, zooms) >= 2.0
+
+
+def test_thick_slices_flipped_along_the_slabs_give_the_same_mask(model: FaceModel, s1_slabs) -> None:  # type: ignore[no-untyped-def]
+    """Sub-slices follow the slab axis's direction: stored upside down, same mask."""
+    thick, _ = s1_slabs[8.0]
+    axis = int(np.argmax(thick.header.get_zooms()[:3]))
+    affine = thick.affine.copy()
+    affine[:, 3] += affine[:, axis] * (thick.shape[axis] - 1)
+    affine[:, axis] *= -1
+    flipped = nib.Nifti1Image(np.flip(np.asanyarray(thick.dataobj), axis).copy(), affine)
+    expected = model.predict(thick).face
+    face = np.flip(model.predict(flipped).face, axis)
+    assert expected.sum() > 0
+    # the network sees the same RAS array: the same mask, voxel for voxel
+    assert (face == expected).all()
 
 
 def test_model_name_comes_from_the_plans(tmp_path: Path) -> None:

@@ -38,8 +38,8 @@ def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str]
     from ..brainmask import deepbet_brain_mask
     from ..data import default_model_dir
     from ..masking import FaceModel
-    from ..anatomy import distance_mm, head_mask
-    from ..deface import guard_distance_mm, thick_axes
+    from ..anatomy import head_mask
+    from ..deface import guard_distance_mm, slab_splits
 
     img = nib.load(head_path)
     brain = deepbet_brain_mask(img)
@@ -68,10 +68,12 @@ def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str]
                                                case.landmarks[feat], COVERAGE_RADIUS_MM * case.scale)
                         for feat in FEATURES if feat.startswith("ear")}
 
-            row["ear_ceiling"] = ears_beyond(guard_distance_mm(case.brain, zooms, g + 1.0))
-            if thick_axes(zooms):
-                # thick slices: the same guard counted between voxel centres, not slabs
-                row["ear_ceiling_centres"] = ears_beyond(distance_mm(case.brain, zooms))
+            # on thick slices the brain of the slices the slabs were made of: the guard's
+            # brain is drawn on the slabs' sub-slices (one per source slice here)
+            perfect = case.brain if case.brain_slices is None else case.brain_slices
+            if perfect.shape != tuple(n * k for n, k in zip(case.brain.shape, slab_splits(zooms))):
+                raise ValueError(f"{case.name}: brain {perfect.shape} is not on the guard's sub-slices")
+            row["ear_ceiling"] = ears_beyond(guard_distance_mm(perfect, zooms, g + 1.0, shape=case.brain.shape))
         row["brain_removed"] = brain_voxels_removed(pred.face, case.brain)
         row["brain_gap_mm"] = brain_gap_mm(pred.face, case.brain, zooms)
         row["dice"] = dice(pred.face, case.reference_face)
@@ -236,20 +238,15 @@ def to_markdown(rows: list[dict], command: str) -> str:
         verdict += (
             "\n\nThe guard's **ceiling**: the largest part of each ear's sphere that the brain"
             "\nguard allows to be removed if the predicted brain were exactly the independent"
-            "\nbrain mask, taking the smaller of the guards applied (`guard_mm`: the model's"
-            "\nface, the ear zone). Below 0.95 a case can pass only where the predicted brain"
-            "\nunder-segments that mask, which is where the guard's margin is thinner than it"
-            "\nsays. On thick slices the last column counts the same guard between voxel"
-            "\ncentres instead of between slabs (not what the app does: see *The case below target*).\n\n"
-            "| case | guard_mm (face, ears) | ceiling ear_right | ceiling ear_left "
-            "| between centres (right, left) |\n|---|---|---|---|---|")
+            "\nbrain mask (on thick slices, that mask on the slices each slab was made of),"
+            "\ntaking the smaller of the guards applied (`guard_mm`: the model's face, the ear"
+            "\nzone). Below 0.95 a case can pass only where the predicted brain under-segments"
+            "\nthat mask, which is where the guard's margin is thinner than it says.\n\n"
+            "| case | guard_mm (face, ears) | ceiling ear_right | ceiling ear_left |\n|---|---|---|---|")
         for r in ceiling:
             g, c = r["guard_mm"], r["ear_ceiling"]
-            centres = r.get("ear_ceiling_centres")
-            other = (f"{fmt(centres['ear_right'], 'ear_right')}, {fmt(centres['ear_left'], 'ear_left')}"
-                     if centres else "–")
             verdict += (f"\n| {r['case']} | {g['face']:.1f}, {g['ears']:.1f} | "
-                        f"{fmt(c['ear_right'], 'ear_right')} | {fmt(c['ear_left'], 'ear_left')} | {other} |")
+                        f"{fmt(c['ear_right'], 'ear_right')} | {fmt(c['ear_left'], 'ear_left')} |")
     summary = f"**{passed} of {len(rows)} cases pass.**\n\n"
     notes = "" if passed == len(rows) else f"\n\n## The case below target\n\n{BELOW_TARGET}"
     notes += ("\n## How the guard's rules came about\n\nThe rules below were changed after cases of"

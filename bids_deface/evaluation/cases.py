@@ -31,6 +31,9 @@ class EvalCase:
     notes: dict[str, str] = field(default_factory=dict)
     scale: float = 1.0
     """Head size relative to the source; coverage spheres shrink with it."""
+    brain_slices: np.ndarray | None = None
+    """On thick slices: the brain mask on the slices each slab was made of (the slabs'
+    sub-slices, ``bids_deface.deface.guard_distance_mm``)."""
 
 
 def load_landmarks(head: str) -> dict[str, list[float]]:
@@ -186,13 +189,14 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
                                   brain_ras, face_ref, landmarks))
     if want(CASE_NAMES[6]) or want(CASE_NAMES[7]):
         b5, f5, a5 = _thick_masks(brain_ras, face_ref, affine, 5)
+        slices5 = brain_ras[:, :, : b5.shape[2] * 5]
         if want(CASE_NAMES[6]):
             d5, _ = thick_slices(data, affine, 5)
-            cases.append(EvalCase(CASE_NAMES[6], new(d5, a5), b5, f5, landmarks))
+            cases.append(EvalCase(CASE_NAMES[6], new(d5, a5), b5, f5, landmarks, brain_slices=slices5))
         if want(CASE_NAMES[7]):
             t2 = _synth_contrast(tissue, CONTRASTS["T2w"], 7)
             d5, _ = thick_slices(t2, affine, 5)
-            cases.append(EvalCase(CASE_NAMES[7], new(d5, a5), b5, f5, landmarks))
+            cases.append(EvalCase(CASE_NAMES[7], new(d5, a5), b5, f5, landmarks, brain_slices=slices5))
     # child sizes: (name, size, face below the orbits, contrast, seed, slice thickness
     # as a multiple of the source's 1 mm, before scaling)
     for name, scale, face_f, source, seed, thick in (
@@ -210,9 +214,12 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
         b = ndimage.map_coordinates(brain_ras.astype(np.uint8), vox, order=0) > 0
         f = ndimage.map_coordinates(face_ref.astype(np.uint8), vox, order=0) > 0
         aff = affine
+        slices = None
         if thick > 1:
             d, _ = thick_slices(d, affine, thick)
+            slices = b
             b, f, aff = _thick_masks(b, f, affine, thick)
+            slices = slices[:, :, : b.shape[2] * thick]
         aff = _scaled(aff, centre, scale)
         lms = {}
         for key, p in landmarks.items():
@@ -220,5 +227,6 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
             q = centre + scale * (np.asarray(q) - centre)
             lms[key] = [float(v) for v in q]
         cases.append(EvalCase(name, new(d, aff), b, f, lms,
-                              {"scale": str(scale), "face_ratio": str(face_f)}, scale=scale))
+                              {"scale": str(scale), "face_ratio": str(face_f)}, scale=scale,
+                              brain_slices=slices))
     return cases
