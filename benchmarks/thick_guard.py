@@ -75,26 +75,19 @@ def over_slabs(mode: str, likely_p: float = 0.05) -> Callable[..., tuple[np.ndar
     """A replacement for ``bids_deface.masking.upsample_labels`` whose guard brain is
     drawn over each slab's extent (``mode``: ``any_point``, ``likely`` or ``one_slab``;
     ``likely_p`` is the brain probability that ``likely`` and ``one_slab`` count)."""
-    from bids_deface.masking import LABELS, upsample_labels
+    from bids_deface.masking import LABELS, sub_slice_logits, upsample_labels
 
     def upsample(logits: torch.Tensor, shape: list[int], spacing: list[float]):  # type: ignore[no-untyped-def]
         thick = [a for a, s in enumerate(spacing) if s > min(spacing) * SLAB_RATIO]
         if not thick:
             return upsample_labels(logits, shape, spacing)
-        parts = [2 * int(np.ceil((s / STEP_MM - 1) / 2)) + 1 if a in thick else 1
-                 for a, s in enumerate(spacing)]
+        parts = tuple(2 * int(np.ceil((s / STEP_MM - 1) / 2)) + 1 if a in thick else 1
+                      for a, s in enumerate(spacing))
         with torch.inference_mode():
-            # along the thick axes first, to n points per voxel; then each point in-plane
-            fine = [n * k if n > 1 else m for n, k, m in zip(parts, shape, logits.shape[1:])]
-            along = torch.nn.functional.interpolate(logits[None], size=fine, mode="trilinear",
-                                                    align_corners=False)[0]
             wins = np.zeros(shape, bool)
             likely = np.zeros(shape, bool)
             seg = np.zeros(shape, np.uint8)
-            for offset in np.ndindex(*parts):
-                view = along[(slice(None), *(slice(o, None, n) for o, n in zip(offset, parts)))]
-                up = torch.nn.functional.interpolate(view[None], size=shape, mode="trilinear",
-                                                     align_corners=False)[0]
+            for offset, up in sub_slice_logits(logits, shape, parts):
                 labels = up.argmax(0).to(torch.uint8).numpy()
                 wins |= labels == LABELS["brain"]
                 likely |= (torch.softmax(up, 0)[LABELS["brain"]] >= likely_p).numpy()
@@ -113,6 +106,14 @@ def over_slabs(mode: str, likely_p: float = 0.05) -> Callable[..., tuple[np.ndar
         return seg, wins | (beside & likely)
 
     return upsample
+
+
+def centres(brain: np.ndarray, zooms, limit_mm: float = np.inf, shape=None) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """A replacement for ``bids_deface.deface.guard_distance_mm`` counting between voxel
+    centres, from a brain on the voxel grid."""
+    from bids_deface.anatomy import distance_mm
+
+    return distance_mm(brain, zooms)
 
 
 def slab_brain(guard_brain: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -139,9 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     sources = fetch_all(REPO / "cache" / "sources", only=[*FETCHERS, "pycortex"])
     model = FaceModel(args.model_dir or default_model_dir(), device="cpu", threads=args.threads)
     shipped = deface.guard_distance_mm, masking.upsample_labels
-
-    def centres(brain, zooms, limit_mm=np.inf, shape=None):  # type: ignore[no-untyped-def]
-        return distance_mm(brain, zooms)
 
     def at_centres(logits, shape, spacing):  # type: ignore[no-untyped-def]
         # the brain label at each voxel centre, on the voxel grid itself

@@ -33,10 +33,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 def slabs_or_p05() -> Iterator[None]:
     """The app's guard replaced by ``slabs_or_p05`` while the context is open."""
     from bids_deface import deface, masking
-    from bids_deface.anatomy import distance_mm
-    from thick_guard import SLAB_RATIO, over_slabs
+    from thick_guard import SLAB_RATIO, centres, over_slabs
 
     shipped = masking.upsample_labels, masking.FaceModel._labels, masking.brain_guard_parts
+    shipped_distance = deface.guard_distance_mm
     # the p05 brain of the last image with slabs, and that image's brain label
     last: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -47,9 +47,6 @@ def slabs_or_p05() -> Iterator[None]:
         if max(zooms) > min(zooms) * SLAB_RATIO:
             last["p05"] = (guard, seg == masking.LABELS["brain"])
         return seg, guard
-
-    def centres(brain, zooms, limit_mm=np.inf, shape=None):  # type: ignore[no-untyped-def]
-        return distance_mm(brain, zooms)
 
     def guard_parts(parts, brain, zooms):  # type: ignore[no-untyped-def]
         if "p05" not in last or last["p05"][0] is not brain:
@@ -66,7 +63,6 @@ def slabs_or_p05() -> Iterator[None]:
         union = np.logical_or.reduce([np.asarray(m, bool) for m, _ in parts])
         return deface.GuardResult(face=face, guard_voxels=int(np.count_nonzero(union & ~face)))
 
-    shipped_distance = deface.guard_distance_mm
     masking.upsample_labels = over_slabs("likely", 0.05)
     masking.FaceModel._labels = labels
     masking.brain_guard_parts = guard_parts

@@ -228,18 +228,28 @@ def upsample_labels(logits: torch.Tensor, shape: list[int],
         seg = _winning_labels(up)
         if all(k == 1 for k in splits):
             return seg, seg == LABELS["brain"]
-        # trilinear is separable: along the slab axes to every sub-slice first (on the
-        # model's coarse in-plane grid), then in-plane for each sub-slice offset
-        along = torch.nn.functional.interpolate(
-            logits[None], size=[n * k if k > 1 else m for n, k, m in zip(shape, splits, logits.shape[1:])],
-            mode="trilinear", align_corners=False)[0]
         brain = np.zeros([n * k for n, k in zip(shape, splits)], bool)
-        for offset in np.ndindex(*splits):
-            view = along[(slice(None), *(slice(o, None, k) for o, k in zip(offset, splits)))]
-            sub = torch.nn.functional.interpolate(view[None], size=shape, mode="trilinear",
-                                                  align_corners=False)[0]
+        for offset, sub in sub_slice_logits(logits, shape, splits):
             brain[tuple(slice(o, None, k) for o, k in zip(offset, splits))] = _winning_labels(sub) == LABELS["brain"]
     return seg, brain
+
+
+@torch.inference_mode()
+def sub_slice_logits(logits: torch.Tensor, shape: list[int], splits: tuple[int, ...]):  # type: ignore[no-untyped-def]
+    """``(offset, logits)`` for every sub-slice offset of a grid of ``shape`` whose voxels
+    are split ``splits`` times along each axis: the trilinear upsampling of ``logits`` (on
+    the model's grid over the same box) at the centres of those sub-slices, on ``shape``.
+
+    Trilinear is separable: along the split axes to every sub-slice first (on the model's
+    coarse grid in-plane), then in-plane for each offset.
+    """
+    along = torch.nn.functional.interpolate(
+        logits[None], size=[n * k if k > 1 else m for n, k, m in zip(shape, splits, logits.shape[1:])],
+        mode="trilinear", align_corners=False)[0]
+    for offset in np.ndindex(*splits):
+        view = along[(slice(None), *(slice(o, None, k) for o, k in zip(offset, splits)))]
+        yield offset, torch.nn.functional.interpolate(view[None], size=shape, mode="trilinear",
+                                                      align_corners=False)[0]
 
 
 def _winning_labels(logits: torch.Tensor) -> np.ndarray:
