@@ -12,18 +12,21 @@ slabs (block means along the voxel axis nearest to superior, about 5 mm at adult
 about 3 mm at newborn size). The shipped model's final mask is compared with deepbet's
 brain mask of the original head (same voxels; in slabs, a slab is brain when any of its
 slices is): brain voxels removed, and the smallest distance from a removed voxel to that
-brain (between voxel centres). These heads made the training data, so this is
-no test of accuracy (the held-out evaluation is ``docs/validation.md``); it checks that the
-brain guard of small heads, shrunk with the model's voxel, and the guard of thick slices,
-counted between the slabs along the slices' axis (``docs/mask.md``), keep off the brain
-of more than one head.
+brain (between voxel centres, as in ``docs/validation.md``). These heads made the training
+data, so this is no test of accuracy (the held-out evaluation is ``docs/validation.md``);
+it checks that the brain guard of small heads, shrunk with the model's voxel, and the
+guard of thick slices, which reads the brain on sub-slices of the slabs
+(``docs/mask.md``), keep off the brain of more than one head.
 
 The guard works from the predicted brain, so the table also gives that brain's boundary
 error where each part of the mask meets it: over the voxels of the unguarded part within
-8 mm of deepbet's brain, ``short`` is the largest amount by which a voxel lies farther from
-the predicted brain than from deepbet's (the guard's margin is that much less than it
-says), ``over`` the largest amount by which it lies nearer (the guard takes back voxels
-that were far enough). ``face`` is the network's face label, ``ears`` the ear zone.
+8 mm of deepbet's brain and outside it, ``short`` is the largest amount by which a voxel
+lies farther from the predicted brain than from deepbet's (the guard's margin is that
+much less than it says), ``over`` the largest amount by which it lies nearer (the guard
+takes back voxels that were far enough). ``face`` is the network's face label, ``ears``
+the ear zone. On slabs both distances are counted as the guard counts them, from every
+sub-slice of a voxel's slab, to the brain the guard reads on sub-slices and to deepbet's
+brain on the slices the slabs were made of.
 """
 
 from __future__ import annotations
@@ -54,6 +57,31 @@ def scaled(img: nib.Nifti1Image, s: float) -> nib.Nifti1Image:
     out.set_qform(affine, 1)
     out.set_sform(affine, 1)
     return out
+
+
+def slab_slices(brain: np.ndarray, slab_shape: tuple[int, ...], zooms: tuple[float, ...]) -> np.ndarray:
+    """``brain`` (on the slices of :func:`bids_deface.evaluation.cases.axial_slabs`) on the
+    sub-slices the guard splits the slabs of ``slab_shape`` (voxel size ``zooms``) into:
+    the slices themselves, which must be as many per slab."""
+    from bids_deface.deface import slab_splits
+
+    splits = slab_splits(zooms)
+    want = tuple(n * k for n, k in zip(slab_shape, splits))
+    if any(b < w or b >= w + k for b, w, k in zip(brain.shape, want, splits)):
+        raise ValueError(f"{brain.shape} slices do not make the guard's {splits} sub-slices of {slab_shape}")
+    return brain[tuple(slice(0, w) for w in want)]
+
+
+def sub_slice_distance_mm(brain: np.ndarray, zooms: tuple[float, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """Distance in mm from every voxel of a grid of ``shape`` to ``brain``, given on that grid
+    or on sub-slices of it (as the guard reads it): between sub-slice centres, the smallest
+    of a voxel's sub-slices (``bids_deface.deface.guard_distance_mm`` without its allowance
+    for sub-slices a few per cent longer than the finest side)."""
+    from bids_deface.anatomy import distance_mm
+
+    splits = [b // n for b, n in zip(brain.shape, shape)]
+    fine = distance_mm(brain, [z / k for z, k in zip(zooms, splits)])
+    return fine.reshape([v for n, k in zip(shape, splits) for v in (n, k)]).min(axis=(1, 3, 5))
 
 
 def parse_args(doc: str, argv: list[str] | None) -> argparse.Namespace:
@@ -117,9 +145,12 @@ def main(argv: list[str] | None = None) -> int:
             d_true = distance_mm(brain_s, zooms)
             gap = float(d_true[face].min()) if face.any() else float("nan")
             size = image_head_scale(small, pred.brain)
-            # the unguarded parts, and the predicted brain's error where they meet it
+            # the unguarded parts, and the predicted brain's error where they meet it,
+            # counted as the guard counts (on slabs: from sub-slices to sub-slices)
             raw = model.predict(small, guard_mm=0.0, ears=False)
-            d_pred = distance_mm(raw.brain, zooms)
+            d_pred = sub_slice_distance_mm(raw.guard_brain, zooms, face.shape)
+            if thick:
+                d_true = sub_slice_distance_mm(slab_slices(brain, face.shape, zooms), zooms, face.shape)
             errors = {}
             for part, mask in (("face", raw.face), ("ears", model.ear_zone(small, raw.brain))):
                 band = mask & (d_true <= 8.0) & ~brain_s
