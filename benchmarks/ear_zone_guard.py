@@ -22,13 +22,14 @@ gives that error where the ear zone meets the brain: over the ear zone's voxels 
 6 mm of the independent brain mask (inside it included), ``zone_short_mm`` is the largest
 amount by which a voxel lies farther from the brain the guard reads than from the
 independent one (the guard's margin is that much thinner there), ``spheres_short_mm`` the
-same over the ear-zone voxels in the ears' coverage spheres. Distances are the guard's
-(``bids_deface.deface.guard_distance_mm``; on slabs from every sub-slice of a voxel's slab,
-to the independent brain on the slices the slabs were made of).
+same over the ear-zone voxels in the ears' coverage spheres. Distances are counted as in
+``benchmarks/small_heads.py`` (on slabs from every sub-slice of a voxel's slab, to the
+independent brain on the slices the slabs were made of).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -41,9 +42,15 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 #: Fractions of the shipped room for error kept in the ear zone's guard.
 ROOMS = (1.0, 0.75, 0.5, 0.25, 0.0)
+
 #: The held-out cases whose guards shrink with the head.
 SMALL_CASES = ("child 0.7 T1w (real)", "newborn 0.6 T1w", "newborn 0.6 T2w", "infant 0.8 T2w",
                "child 0.7 FLAIR", "newborn 0.6 T2w 3 mm axial")
+
+
+def truncated(v: float) -> str:
+    """Coverage truncated to three decimals, as in ``docs/validation.md``."""
+    return f"{math.floor(v * 1000) / 1000:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,16 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     from bids_deface.brainmask import deepbet_brain_mask
     from bids_deface.data import default_model_dir
     from bids_deface.evaluation.cases import load_landmarks, make_cases
-    from bids_deface.deface import guard_distance_mm
     from bids_deface.evaluation.metrics import (COVERAGE_RADIUS_MM, brain_gap_mm, brain_voxels_removed,
                                                 feature_coverage, sphere_mask)
     from bids_deface.training.fetch import fetch_all
-    from small_heads import markdown_table, parse_args, write_page
+    from small_heads import markdown_table, parse_args, sub_slice_distance_mm, write_page
 
     args = parse_args(__doc__, argv)
     source = fetch_all(REPO / "cache" / "sources", only=["pycortex"])["pycortex_s1"]
     img = nib.load(source)
     cases = make_cases(img, deepbet_brain_mask(img), load_landmarks("pycortex_s1"), list(SMALL_CASES))
+    if {c.name for c in cases} != set(SMALL_CASES):
+        raise RuntimeError("the evaluation's small-head cases have changed: update SMALL_CASES")
     model = masking.FaceModel(args.model_dir or default_model_dir(), device="cpu", threads=args.threads)
 
     shipped = masking.brain_guard_parts
@@ -80,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             brain, zooms = seen["guard"][1:]
             tissue = head_mask(case.image.get_fdata(dtype=np.float32), np.asarray(zooms))
             truth = case.brain if case.brain_slices is None else case.brain_slices
-            d_true = guard_distance_mm(truth, zooms, 12.0, shape=zone.shape)
-            short = guard_distance_mm(brain, zooms, 12.0, shape=zone.shape) - d_true
+            d_true = sub_slice_distance_mm(truth, zooms, zone.shape)
+            short = sub_slice_distance_mm(brain, zooms, zone.shape) - d_true
             near = zone & (d_true <= 6.0)
             spheres = np.logical_or.reduce([
                 sphere_mask(zone.shape, case.image.affine, case.landmarks[f], COVERAGE_RADIUS_MM * case.scale)
@@ -99,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({
                     "case": case.name, "room": room,
                     "guard_mm (face, ears)": f"{face_mm:.2f}, {guard_mm:.2f}",
-                    "ear_right": f"{int(cov['ear_right'] * 1000) / 1000:.3f}",
-                    "ear_left": f"{int(cov['ear_left'] * 1000) / 1000:.3f}",
-                    "eyes_nose_mouth_min": f"{int(min(cov[f] for f in list(cov)[2:]) * 1000) / 1000:.3f}",
+                    "ear_right": truncated(cov["ear_right"]),
+                    "ear_left": truncated(cov["ear_left"]),
+                    "eyes_nose_mouth_min": truncated(min(cov[f] for f in list(cov)[2:])),
                     "brain_removed": brain_voxels_removed(removed, case.brain),
                     "brain_gap_mm": f"{brain_gap_mm(removed, case.brain, zooms):.1f}",
                     **(errors if room == ROOMS[0] else dict.fromkeys(errors, "")),
