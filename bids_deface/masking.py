@@ -23,6 +23,7 @@ import torch
 
 from .anatomy import block_reduce, drop_behind_ears, ear_zone, head_mask, largest_component
 from .deface import brain_guard_parts, clean_face_mask, slab_splits
+from .inputs import InputKind, judge_input
 
 __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256",
            "head_scale", "image_head_scale", "shown_scale", "LABELS"]
@@ -107,6 +108,15 @@ class MaskPrediction:
     guard_brain: np.ndarray | None = None
     """The brain the guard kept its distance from (:func:`upsample_labels`): on thick
     slices on a grid that splits each slab into sub-slices."""
+    input_kind: InputKind | None = None
+    """What the image holds (:func:`bids_deface.inputs.judge_input`); nothing is removed
+    unless it is a head with a face."""
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """QC flags from the input's kind (``no_face_in_image``, ``not_a_head``, ...)."""
+        flag = self.input_kind.flag if self.input_kind is not None else None
+        return (flag,) if flag else ()
 
 
 def _as_3d_float(img: nib.Nifti1Image) -> np.ndarray:
@@ -439,6 +449,20 @@ class FaceModel:
         t0 = time.perf_counter()
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
         labels, guard_brain = self._labels(img)
+        ornt, ras, ras_zooms = _to_ras(img)
+        kind = judge_input(ras, ras_zooms, nib.orientations.apply_orientation(labels == LABELS["brain"], ornt),
+                           nib.orientations.apply_orientation(labels == LABELS["face"], ornt))
+        del ras
+        if not kind.removable:
+            t1 = time.perf_counter()
+            logger.info("nothing removed: the image is %s (tissue beyond the brain %.1f mL, brain %.0f mL, "
+                        "neighbour correlation %.2f)", kind.kind, kind.face_tissue_ml, kind.brain_ml,
+                        kind.correlation)
+            return MaskPrediction(
+                face=np.zeros(labels.shape, bool), brain=labels == LABELS["brain"],
+                face_raw_voxels=int(np.count_nonzero(labels == LABELS["face"])), guard_voxels=0,
+                seconds=t1 - t0, timings={"predict": t1 - t0}, spacing_mm=self.spacing_zyx,
+                guard_mm={}, guard_brain=guard_brain, input_kind=kind)
         spacing = self.adapted_spacing(image_head_scale(img, labels == LABELS["brain"]))
         if spacing != self.spacing_zyx:
             # a small head: once more, at the finer spacing that shows it larger
@@ -473,4 +497,5 @@ class FaceModel:
             spacing_mm=spacing,
             guard_mm=guards,
             guard_brain=guard_brain,
+            input_kind=kind,
         )

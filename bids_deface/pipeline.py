@@ -193,8 +193,9 @@ def _defacing_record(
     removed = int(np.count_nonzero(prediction.face))
     removed_ml = removed * voxel_ml
     brain_voxels = int(np.count_nonzero(prediction.brain))
-    flags = qc_flags(removed, removed_ml, brain_voxels, int(prediction.guard_voxels),
-                     int(prediction.face_raw_voxels))
+    notes = tuple(getattr(prediction, "notes", ()))
+    flags = notes + tuple(f for f in qc_flags(removed, removed_ml, brain_voxels, int(prediction.guard_voxels),
+                                              int(prediction.face_raw_voxels)) if f not in notes)
     return {
         "Tool": "bids-deface",
         "Version": __version__,
@@ -212,6 +213,8 @@ def _defacing_record(
         "ModelSpacingMM": [float(v) for v in prediction.spacing_mm][::-1] or None,
         "BrainGuardMM": {k.capitalize(): round(float(v), 2) for k, v in prediction.guard_mm.items()} or None,
         "QCFlags": list(flags),
+        **({"InputKind": prediction.input_kind.kind}
+           if getattr(prediction, "input_kind", None) is not None else {}),
         "InputSHA256": checksum,
         **({"InputAnnexKey": annex} if annex else {}),
     }

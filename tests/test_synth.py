@@ -68,3 +68,68 @@ def test_slab_brain_leaves_thin_cases_alone(tmp_path: Path) -> None:
             np.testing.assert_array_equal(np.asanyarray(lb_c.dataobj), np.asanyarray(lb_a.dataobj))
             return
     raise AssertionError("no thin case drawn")
+
+
+def _labels_ras(lb):  # type: ignore[no-untyped-def]
+    import nibabel as nib
+
+    return np.asanyarray(nib.as_closest_canonical(lb).dataobj)
+
+
+@pytest.fixture(scope="module")
+def phantom_source(tmp_path_factory):  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("phantom")
+    img, brain = head_phantom()
+    save_labels(make_labels(img, brain), out, "phantom")
+    return load_source(out, "phantom")
+
+
+def test_skull_stripped_cases_have_nothing_to_remove(phantom_source) -> None:  # type: ignore[no-untyped-def]
+    im, lb, meta = synthesise(phantom_source, np.random.default_rng([7, 0]), kind="skull_stripped")
+    assert meta["kind"] == "skull_stripped"
+    lab = np.asanyarray(lb.dataobj)
+    assert (lab == 2).sum() > 1000 and not (lab == 1).any()
+    # the image is dark away from the brain: nothing but noise beyond it
+    from scipy import ndimage
+
+    data = np.asanyarray(im.dataobj)
+    far = ~ndimage.binary_dilation(lab == 2, iterations=4)
+    assert np.percentile(data[far], 99) < 0.6 * np.median(data[lab == 2])
+
+
+def test_not_head_cases_are_all_keep(phantom_source) -> None:  # type: ignore[no-untyped-def]
+    for seed in range(3):
+        _, lb, meta = synthesise(phantom_source, np.random.default_rng([7, seed]), kind="not_head")
+        assert not np.asanyarray(lb.dataobj).any()
+
+
+def test_turned_heads_face_the_other_way(phantom_source) -> None:  # type: ignore[no-untyped-def]
+    """A head scanned prone or on its side: its face label turns with it about the bore."""
+    seen = set()
+    for seed in range(12):
+        _, lb, meta = synthesise(phantom_source, np.random.default_rng([9, seed]), kind="turned")
+        lab = _labels_ras(lb)
+        face, brain = np.argwhere(lab == 1).mean(0), np.argwhere(lab == 2).mean(0)
+        d = face[:2] - brain[:2]
+        seen.add(("x" if abs(d[0]) > abs(d[1]) else "y", bool((d[np.argmax(np.abs(d))]) > 0)))
+    assert ("y", False) in seen  # prone: the face points posterior
+    assert any(axis == "x" for axis, _ in seen)  # on a side
+
+
+def test_plane_cut_keeps_the_brain_and_what_face_is_left(phantom_source) -> None:  # type: ignore[no-untyped-def]
+    """A quickshear-like cut: much of the face label is dark (zeroed, noise only), the brain
+    is whole and bright, and the label keeps the face that the cut left."""
+    im, lb, meta = synthesise(phantom_source, np.random.default_rng([7, 1]), kind="plane_cut")
+    lab = np.asanyarray(lb.dataobj)
+    data = np.asanyarray(im.dataobj)
+    brain_level = np.median(data[lab == 2])
+    assert (lab == 2).sum() > 1000
+    dark = data < 0.25 * brain_level
+    # the face label holds air in front of the face in any case; far more is dark here
+    # than in the whole head drawn with the same seed
+    im_h, lb_h, _ = synthesise(phantom_source, np.random.default_rng([7, 1]), kind="head")
+    d_h, lab_h = np.asanyarray(im_h.dataobj), np.asanyarray(lb_h.dataobj)
+    dark_head = (d_h < 0.25 * np.median(d_h[lab_h == 2]))[lab_h == 1].mean()
+    assert dark[lab == 1].mean() > dark_head + 0.15, (dark[lab == 1].mean(), dark_head)
+    assert (~dark[lab == 1]).sum() > 0  # not all of it: what is left stays labelled
+    assert dark[lab == 2].mean() < 0.05

@@ -34,66 +34,93 @@ FEATURES = ["eye_right", "eye_left", "nose", "mouth", "ear_right", "ear_left"]
 
 
 def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str] | None,
-             threads: int = 2) -> list[dict]:
+             threads: int = 2, extra: bool = False, model=None) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Rows of one head's cases (``CASE_NAMES``, and with ``extra`` the input kinds of
+    ``INPUT_KIND_CASES``; ``only`` picks cases by name)."""
     from ..brainmask import deepbet_brain_mask
     from ..data import default_model_dir
     from ..masking import FaceModel
-    from ..anatomy import head_mask
-    from ..deface import guard_distance_mm, slab_splits
 
     img = nib.load(head_path)
     brain = deepbet_brain_mask(img)
+    if only is None and not extra:
+        only = list(CASE_NAMES)
     cases = make_cases(img, brain, load_landmarks(head), only)
-    model = FaceModel(model_dir or default_model_dir(), device="cpu", threads=threads)
-    rows = []
-    for case in cases:
-        t0 = time.perf_counter()
-        pred = model.predict(case.image)
-        seconds = time.perf_counter() - t0
-        zooms = case.image.header.get_zooms()[:3]
-        data = case.image.get_fdata(dtype=np.float32)
-        head_tissue = head_mask(data, np.asarray(zooms))
-        row: dict = {"case": case.name}
-        for feat in FEATURES:
-            row[feat] = feature_coverage(pred.face, head_tissue, case.image.affine, case.landmarks[feat],
-                                         COVERAGE_RADIUS_MM * case.scale)
-        # the most of each ear the guard lets go around a perfect brain (the independent
-        # one), whichever part of the mask holds a voxel: beyond the smaller of the guards.
-        # Below the threshold, a case passes only where the predicted brain falls short
-        if "ears" in pred.guard_mm:
-            g = min(pred.guard_mm.values())
+    if model is None:
+        model = FaceModel(model_dir or default_model_dir(), device="cpu", threads=threads)
+    return [evaluate_case(model, case) for case in cases]
 
-            def ears_beyond(dist: np.ndarray) -> dict[str, float]:
-                return {feat: feature_coverage(dist > g, head_tissue, case.image.affine,
-                                               case.landmarks[feat], COVERAGE_RADIUS_MM * case.scale)
-                        for feat in FEATURES if feat.startswith("ear")}
 
-            # on thick slices the brain of the slices the slabs were made of: the guard's
-            # brain is drawn on the slabs' sub-slices (one per source slice here)
-            perfect = case.brain if case.brain_slices is None else case.brain_slices
-            if perfect.shape != tuple(n * k for n, k in zip(case.brain.shape, slab_splits(zooms))):
-                raise ValueError(f"{case.name}: brain {perfect.shape} is not on the guard's sub-slices")
-            row["ear_ceiling"] = ears_beyond(guard_distance_mm(perfect, zooms, g + 1.0, shape=case.brain.shape))
+def evaluate_case(model, case) -> dict:  # type: ignore[no-untyped-def]
+    """One row: coverage, eyeballs, brain removed and the rest (see the page's intro)."""
+    from ..anatomy import head_mask
+    from ..deface import guard_distance_mm, slab_splits
+
+    t0 = time.perf_counter()
+    pred = model.predict(case.image)
+    seconds = time.perf_counter() - t0
+    zooms = case.image.header.get_zooms()[:3]
+    row: dict = {"case": case.name, "expect": case.expect, "partial": case.partial,
+                 "input_kind": pred.input_kind.kind if pred.input_kind is not None else None}
+    if case.expect == "nothing":
         row["brain_removed"] = brain_voxels_removed(pred.face, case.brain)
-        row["brain_gap_mm"] = brain_gap_mm(pred.face, case.brain, zooms)
-        row["dice"] = dice(pred.face, case.reference_face)
-        row["hd95_mm"] = hd95(pred.face, case.reference_face, zooms)
         row["ml_removed"] = float(pred.face.sum()) * float(np.prod(zooms)) / 1000.0
+        row["flags"] = list(pred.notes)
         row["seconds"] = seconds
-        row["timings"] = {k: round(v, 2) for k, v in pred.timings.items()}
-        row["guard_mm"] = {k: round(v, 2) for k, v in pred.guard_mm.items()}
         row["pass"] = passes(row)
-        rows.append(row)
         logger.info("%s", json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
-    return rows
+        return row
+    data = case.image.get_fdata(dtype=np.float32)
+    head_tissue = head_mask(data, np.asarray(zooms))
+    for feat in FEATURES:
+        lm = case.landmarks.get(feat)
+        row[feat] = (float("nan") if lm is None else
+                     feature_coverage(pred.face, head_tissue, case.image.affine, lm, COVERAGE_RADIUS_MM * case.scale))
+    for side in ("right", "left"):
+        eye = case.eyes.get(side)
+        row[f"eyeball_{side}"] = (float(np.count_nonzero(pred.face & eye)) / np.count_nonzero(eye)
+                                  if eye is not None and eye.any() else float("nan"))
+    # the most of each ear the guard lets go around a perfect brain (the independent
+    # one), whichever part of the mask holds a voxel: beyond the smaller of the guards.
+    # Below the threshold, a case passes only where the predicted brain falls short
+    if "ears" in pred.guard_mm:
+        g = min(pred.guard_mm.values())
+
+        def ears_beyond(dist: np.ndarray) -> dict[str, float]:
+            return {feat: feature_coverage(dist > g, head_tissue, case.image.affine,
+                                           case.landmarks[feat], COVERAGE_RADIUS_MM * case.scale)
+                    for feat in FEATURES if feat.startswith("ear") and feat in case.landmarks}
+
+        # on thick slices the brain of the slices the slabs were made of: the guard's
+        # brain is drawn on the slabs' sub-slices (one per source slice here)
+        perfect = case.brain if case.brain_slices is None else case.brain_slices
+        if perfect.shape != tuple(n * k for n, k in zip(case.brain.shape, slab_splits(zooms))):
+            raise ValueError(f"{case.name}: brain {perfect.shape} is not on the guard's sub-slices")
+        row["ear_ceiling"] = ears_beyond(guard_distance_mm(perfect, zooms, g + 1.0, shape=case.brain.shape))
+    row["brain_removed"] = brain_voxels_removed(pred.face, case.brain)
+    row["brain_gap_mm"] = brain_gap_mm(pred.face, case.brain, zooms)
+    row["dice"] = dice(pred.face, case.reference_face)
+    row["hd95_mm"] = hd95(pred.face, case.reference_face, zooms)
+    row["ml_removed"] = float(pred.face.sum()) * float(np.prod(zooms)) / 1000.0
+    row["flags"] = list(pred.notes)
+    row["seconds"] = seconds
+    row["timings"] = {k: round(v, 2) for k, v in pred.timings.items()}
+    row["guard_mm"] = {k: round(v, 2) for k, v in pred.guard_mm.items()}
+    row["pass"] = passes(row)
+    logger.info("%s", json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
+    return row
 
 
 def passes(row: dict) -> bool:
-    """Acceptance of one case: coverage thresholds (ears where in view) and no brain removed."""
+    """Acceptance of one case: nothing removed where the image holds no face; otherwise the
+    coverage thresholds (ears where in view; every feature where the case's field of view
+    is partial) and no brain removed."""
+    if row.get("expect") == "nothing":
+        return row["ml_removed"] == 0 and row["brain_removed"] == 0
     for feat, need in REQUIRED.items():
-        v = row[feat]
+        v = row.get(feat, float("nan"))
         if math.isnan(v):
-            if not feat.startswith("ear"):
+            if not (feat.startswith("ear") or row.get("partial")):
                 return False
             continue
         if v < need:

@@ -18,7 +18,8 @@ from scipy import ndimage
 
 from ..anatomy import block_reduce, orbit_level
 
-__all__ = ["EvalCase", "load_landmarks", "make_cases", "thick_slices", "axial_slabs", "CASE_NAMES"]
+__all__ = ["EvalCase", "load_landmarks", "make_cases", "thick_slices", "axial_slabs", "CASE_NAMES",
+           "INPUT_KIND_CASES", "not_head_cases", "rotated"]
 
 
 @dataclass
@@ -34,6 +35,14 @@ class EvalCase:
     brain_slices: np.ndarray | None = None
     """On thick slices: the brain mask on the slices each slab was made of (the slabs'
     sub-slices, ``bids_deface.deface.guard_distance_mm``)."""
+    eyes: dict[str, np.ndarray] = field(default_factory=dict)
+    """Each eyeball found in the source head (``bids_deface.eyes``) on the case's grid,
+    by side (``right``, ``left``)."""
+    expect: str = "face"
+    """``face``: the thresholds apply (a feature out of view is skipped where
+    ``partial``); ``nothing``: the image holds no face, and nothing may be removed."""
+    partial: bool = False
+    """The field of view leaves features out: a feature with no tissue in view is skipped."""
 
 
 def load_landmarks(head: str) -> dict[str, list[float]]:
@@ -150,9 +159,57 @@ CASE_NAMES = [
 ]
 
 
+#: Cases of the input kinds real datasets hold, made from the head's own image.
+INPUT_KIND_CASES = [
+    "T1w skull-stripped (real)", "T1w orbits up (real)", "T1w pitched +30° (real)",
+    "T1w pitched -30° (real)", "T1w rolled 30° (real)",
+]
+
+
+def rotated(data: np.ndarray, zooms: np.ndarray, centre_vox: np.ndarray, axis: int, degrees: float,
+            order: int) -> np.ndarray:
+    """``data`` (RAS axes) turned by ``degrees`` about the RAS ``axis`` through
+    ``centre_vox``, on the same grid (what leaves the field of view is lost)."""
+    a = np.deg2rad(degrees)
+    c, s_ = np.cos(a), np.sin(a)
+    i, j = [k for k in range(3) if k != axis]
+    rot = np.eye(3)
+    rot[i, i], rot[i, j], rot[j, i], rot[j, j] = c, -s_, s_, c
+    # output voxel -> source voxel: source = C + Z^-1 R^T Z (out - C)
+    m = np.diag(1 / zooms) @ rot.T @ np.diag(zooms)
+    off = centre_vox - m @ centre_vox
+    return ndimage.affine_transform(data, m, offset=off, order=order, mode="constant", cval=0)
+
+
+def _rotated_point(p: np.ndarray, centre: np.ndarray, axis: int, degrees: float) -> np.ndarray:
+    a = np.deg2rad(degrees)
+    i, j = [k for k in range(3) if k != axis]
+    q = np.asarray(p, float) - centre
+    out = q.copy()
+    out[i] = np.cos(a) * q[i] - np.sin(a) * q[j]
+    out[j] = np.sin(a) * q[i] + np.cos(a) * q[j]
+    return out + centre
+
+
+def not_head_cases(seed: int = 0) -> list[EvalCase]:
+    """Images that are not heads: all zero and pure noise (1.5 mm, 160×160×120)."""
+    rng = np.random.default_rng(seed)
+    aff = np.diag([1.5, 1.5, 1.5, 1.0])
+    out = []
+    for name, data in (("all-zero image", np.zeros((160, 160, 120), np.float32)),
+                       ("pure noise", rng.uniform(0, 1000, (160, 160, 120)).astype(np.float32))):
+        im = nib.Nifti1Image(data, aff)
+        im.set_qform(aff, 1)
+        im.set_sform(aff, 1)
+        empty = np.zeros(data.shape, bool)
+        out.append(EvalCase(name, im, empty, empty, {}, expect="nothing"))
+    return out
+
+
 def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, list[float]],
                only: list[str] | None = None) -> list[EvalCase]:
-    """All evaluation cases of one real head (``brain`` on ``img``'s grid)."""
+    """All evaluation cases of one real head (``brain`` on ``img``'s grid): those of
+    ``CASE_NAMES`` and ``INPUT_KIND_CASES``."""
     from ..training.labels import make_labels
     from ..training.synth import CONTRASTS
 
@@ -164,6 +221,8 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
     labels = make_labels(img, brain)
     face_ref = labels.target == 1
     tissue = labels.tissue
+    globes = labels.globes if labels.globes is not None else np.zeros(data.shape, np.uint8)
+    eyes = {side: globes == v for side, v in (("right", 1), ("left", 2)) if (globes == v).any()}
     world_brain = nib.affines.apply_affine(affine, np.argwhere(brain_ras))
     y_front, z_orb = orbit_level(world_brain)
     centre = world_brain.mean(0)
@@ -180,23 +239,26 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
         return only is None or name in only
 
     if want(CASE_NAMES[0]):
-        cases.append(EvalCase(CASE_NAMES[0], new(data, affine), brain_ras, face_ref, landmarks))
+        cases.append(EvalCase(CASE_NAMES[0], new(data, affine), brain_ras, face_ref, landmarks, eyes=eyes))
     for name, contrast, seed in ((CASE_NAMES[1], "T2w", 1), (CASE_NAMES[2], "FLAIR", 2),
                                  (CASE_NAMES[3], "PD", 3), (CASE_NAMES[4], "T2starw", 4),
                                  (CASE_NAMES[5], "newborn-T2w", 5)):
         if want(name):
             cases.append(EvalCase(name, new(_synth_contrast(tissue, CONTRASTS[contrast], seed), affine),
-                                  brain_ras, face_ref, landmarks))
+                                  brain_ras, face_ref, landmarks, eyes=eyes))
     if want(CASE_NAMES[6]) or want(CASE_NAMES[7]):
         b5, f5, a5 = _thick_masks(brain_ras, face_ref, affine, 5)
         slices5 = brain_ras[:, :, : b5.shape[2] * 5]
+        eyes5 = {k: thick_slices(v.astype(np.float32), affine, 5)[0] > 0.5 for k, v in eyes.items()}
         if want(CASE_NAMES[6]):
             d5, _ = thick_slices(data, affine, 5)
-            cases.append(EvalCase(CASE_NAMES[6], new(d5, a5), b5, f5, landmarks, brain_slices=slices5))
+            cases.append(EvalCase(CASE_NAMES[6], new(d5, a5), b5, f5, landmarks, brain_slices=slices5,
+                                  eyes=eyes5))
         if want(CASE_NAMES[7]):
             t2 = _synth_contrast(tissue, CONTRASTS["T2w"], 7)
             d5, _ = thick_slices(t2, affine, 5)
-            cases.append(EvalCase(CASE_NAMES[7], new(d5, a5), b5, f5, landmarks, brain_slices=slices5))
+            cases.append(EvalCase(CASE_NAMES[7], new(d5, a5), b5, f5, landmarks, brain_slices=slices5,
+                                  eyes=eyes5))
     # child sizes: (name, size, face below the orbits, contrast, seed, slice thickness
     # as a multiple of the source's 1 mm, before scaling)
     for name, scale, face_f, source, seed, thick in (
@@ -213,6 +275,7 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
         d = ndimage.map_coordinates(src, vox, order=1, mode="constant", cval=0)
         b = ndimage.map_coordinates(brain_ras.astype(np.uint8), vox, order=0) > 0
         f = ndimage.map_coordinates(face_ref.astype(np.uint8), vox, order=0) > 0
+        ce = {k: ndimage.map_coordinates(v.astype(np.uint8), vox, order=0) > 0 for k, v in eyes.items()}
         aff = affine
         slices = None
         if thick > 1:
@@ -220,6 +283,7 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
             slices = b
             b, f, aff = _thick_masks(b, f, affine, thick)
             slices = slices[:, :, : b.shape[2] * thick]
+            ce = {k: thick_slices(v.astype(np.float32), affine, thick)[0] > 0.5 for k, v in ce.items()}
         aff = _scaled(aff, centre, scale)
         lms = {}
         for key, p in landmarks.items():
@@ -228,5 +292,54 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
             lms[key] = [float(v) for v in q]
         cases.append(EvalCase(name, new(d, aff), b, f, lms,
                               {"scale": str(scale), "face_ratio": str(face_f)}, scale=scale,
-                              brain_slices=slices))
+                              brain_slices=slices, eyes=ce))
+    cases += _input_kind_cases(data, affine, brain_ras, face_ref, eyes, landmarks, z_orb, want)
     return cases
+
+
+def _input_kind_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, face: np.ndarray,
+                      eyes: dict[str, np.ndarray], landmarks: dict[str, list[float]], z_orb: float,
+                      want: Callable[[str], bool]) -> list[EvalCase]:
+    """The cases of ``INPUT_KIND_CASES`` (RAS grid ``affine``)."""
+
+    def new(data_: np.ndarray, aff: np.ndarray) -> nib.Nifti1Image:
+        im = nib.Nifti1Image(data_.astype(np.float32), aff)
+        im.set_qform(aff, 1)
+        im.set_sform(aff, 1)
+        return im
+
+    out = []
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    if want(INPUT_KIND_CASES[0]):
+        # skull-stripped with the independent brain mask itself: nothing left to remove
+        out.append(EvalCase(INPUT_KIND_CASES[0], new(np.where(brain, data, 0), affine), brain,
+                            np.zeros_like(face), {}, expect="nothing"))
+    if want(INPUT_KIND_CASES[1]):
+        # a slab from 25 mm below the orbital roofs up (the lower face, the mouth, most of
+        # the nose and the ears' lower halves are cut by the image's edge)
+        inv = np.linalg.inv(affine)
+        k0 = int(max(0, np.floor(inv[2, 2] * (z_orb - 25.0) + inv[2, 3])))
+        aff = affine.copy()
+        aff[:3, 3] = affine[:3, 3] + affine[:3, 2] * k0
+        out.append(EvalCase(INPUT_KIND_CASES[1], new(data[:, :, k0:], aff), brain[:, :, k0:],
+                            face[:, :, k0:], landmarks, eyes={k: v[:, :, k0:] for k, v in eyes.items()},
+                            partial=True))
+    centre = np.argwhere(brain).mean(0)
+    for name, axis, deg in ((INPUT_KIND_CASES[2], 0, 30.0), (INPUT_KIND_CASES[3], 0, -30.0),
+                            (INPUT_KIND_CASES[4], 1, 30.0)):
+        if not want(name):
+            continue
+        d = rotated(data, zooms, centre, axis, deg, 1)
+        b = rotated(brain.astype(np.uint8), zooms, centre, axis, deg, 0) > 0
+        f = rotated(face.astype(np.uint8), zooms, centre, axis, deg, 0) > 0
+        e = {k: rotated(v.astype(np.uint8), zooms, centre, axis, deg, 0) > 0 for k, v in eyes.items()}
+        # landmarks turned like the voxels: in the grid's millimetres, then back to world
+        inv = np.linalg.inv(affine)
+        lms = {}
+        for k, p in landmarks.items():
+            q_mm = (inv[:3, :3] @ np.asarray(p, float) + inv[:3, 3]) * zooms
+            q = _rotated_point(q_mm, centre * zooms, axis, deg) / zooms
+            lms[k] = [float(v) for v in affine[:3, :3] @ q + affine[:3, 3]]
+        out.append(EvalCase(name, new(d, affine), b, f, lms, {"rotation": f"{deg:+.0f} deg about axis {axis}"},
+                            eyes=e, partial=True))
+    return out

@@ -17,8 +17,8 @@ __all__ = ["sphere_mask", "feature_coverage", "brain_voxels_removed", "brain_gap
 COVERAGE_RADIUS_MM = 10.0
 
 #: Acceptance: minimum coverage per feature.
-REQUIRED = {"eye_right": 1.0, "eye_left": 1.0, "nose": 1.0, "mouth": 1.0,
-            "ear_right": 0.95, "ear_left": 0.95}
+REQUIRED = {"eye_right": 0.99, "eye_left": 0.99, "eyeball_right": 0.99, "eyeball_left": 0.99,
+            "nose": 0.99, "mouth": 0.99, "ear_right": 0.95, "ear_left": 0.95}
 
 
 def sphere_mask(shape: Sequence[int], affine: np.ndarray, centre_world: Sequence[float],

@@ -36,6 +36,15 @@ SOURCES = {
     "colin27_hires": "Colin27 0.5 mm head (Debian mricron-data, ch2better.nii.gz)",
     "pycortex_s1": "adult T1w, pycortex 1.4.0 sdist, subject S1 raw anatomical",
     "volpack": "small adult head, Debian libvolpack1-dev example brainsmall.den",
+    "itk_t1": "adult T1, 2x2x3 mm, face partly cut (Debian insighttoolkit5-examples)",
+    "sag_child3": "child, 3 years, T1 MPRAGE 0.9x0.86x0.86 mm (FNNDSC SAG-anon, MIT; shared real heads)",
+    "slicer_mrhead": "adult T1, 2 mm, 3D Slicer MRHead sample (BSD-style; shared real heads)",
+}
+#: Real heads the registries lack, read from this folder (``--real-heads``): name -> file.
+REAL_HEADS_DIR = Path("../shared/data/real-heads")
+REAL_HEADS = {
+    "sag_child3": "sag-anon_age3_T1w.nii.gz",
+    "slicer_mrhead": "slicer-mrhead_T1w.nii.gz",
 }
 #: Extra files kept beside the heads.
 EXTRAS = {
@@ -120,6 +129,12 @@ def fetch_volpack(cache: Path, work: Path) -> None:
     nib.save(img, cache / "volpack.nii.gz")
 
 
+def fetch_itk(cache: Path, work: Path) -> None:
+    root = _apt_extract("insighttoolkit5-examples", work)
+    src = root / "usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz"
+    shutil.copy(src, cache / "itk_t1.nii.gz")
+
+
 def fetch_pycortex(cache: Path, work: Path) -> None:
     # its metadata build fails, so pip refuses the download; take the address pip found
     url = _pip_verbose_url("pycortex==1.4.0", work)
@@ -147,18 +162,37 @@ FETCHERS = {
     "colin": fetch_colin,
     "volpack": fetch_volpack,
     "pycortex": fetch_pycortex,
+    "itk": fetch_itk,
 }
 _PRODUCES = {
     "pydeface": ["ds000031", "pydeface_template", "pydeface_facemask"],
     "colin": ["colin27", "colin27_hires", "colin27_bet"],
     "volpack": ["volpack"],
     "pycortex": ["pycortex_s1"],
+    "itk": ["itk_t1"],
 }
 
 
-def fetch_all(cache: Path, only: list[str] | None = None) -> dict[str, Path]:
-    """Fetch every source (or ``only`` those fetcher names) unless already in ``cache``."""
+def copy_real_heads(cache: Path, real_heads: Path = REAL_HEADS_DIR) -> None:
+    """Copy the real heads of ``real_heads`` (not in any registry) into ``cache``; a
+    missing folder is logged and skipped (those heads are then left out)."""
+    for name, fname in REAL_HEADS.items():
+        src = real_heads / fname
+        if (cache / f"{name}.nii.gz").exists():
+            continue
+        if not src.is_file():
+            logger.warning("%s not found: %s is left out", src, name)
+            continue
+        shutil.copy(src, cache / f"{name}.nii.gz")
+
+
+def fetch_all(cache: Path, only: list[str] | None = None,
+              real_heads: Path | None = REAL_HEADS_DIR) -> dict[str, Path]:
+    """Fetch every source (or ``only`` those fetcher names) unless already in ``cache``,
+    and copy the real heads of ``real_heads`` (``None``: skip them)."""
     cache.mkdir(parents=True, exist_ok=True)
+    if real_heads is not None and not only:
+        copy_real_heads(cache, real_heads)
     for key, fetcher in FETCHERS.items():
         if only and key not in only:
             continue
@@ -173,9 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path("cache/sources"))
     parser.add_argument("--only", nargs="*", choices=sorted(FETCHERS))
+    parser.add_argument("--real-heads", type=Path, default=REAL_HEADS_DIR,
+                        help="folder of the real heads the registries lack (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    for name, path in fetch_all(args.cache, args.only).items():
+    for name, path in fetch_all(args.cache, args.only, args.real_heads).items():
         img = nib.load(path)
         logger.info("%-18s %s %s", name, img.shape, np.round(img.header.get_zooms()[:3], 2))
     return 0

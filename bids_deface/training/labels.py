@@ -11,6 +11,8 @@ point and ``z_orb`` the underside of the frontal lobe just behind it (the orbita
 * **front of the face** — every voxel, tissue or air, in front of the coronal plane
   ``y_front - behind_mm`` and below ``z_orb + above_mm``: eyeballs and lids, nose, lips,
   cheeks and chin in front of the jaw, and the air in front of them;
+* **eyeballs** — each globe found in the orbits (:mod:`bids_deface.eyes`) and taken whole
+  with ``eye_wall_mm`` around it, wherever the coronal box above ends;
 * **ears** — what a morphological opening of the head (ball of ``ear_open_mm``) removes
   beside the temporal lobes: the pinnae, which are thin plates standing out of the head,
   grown by ``ear_margin_mm`` into the surrounding air;
@@ -33,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..anatomy import distance_mm, head_mask, orbit_level, pinnae
+from ..eyes import find_globes, globe_masks
 
 __all__ = ["FaceRule", "HeadLabels", "face_label", "tissue_classes", "make_labels", "main"]
 
@@ -53,6 +56,7 @@ class FaceRule:
     brain_margin_mm: float = 3.0
     air_mm: float = 20.0
     ear_brain_mm: float = 12.0
+    eye_wall_mm: float = 2.0
 
 
 @dataclass
@@ -63,6 +67,7 @@ class HeadLabels:
     target: np.ndarray  # uint8: 0 keep, 1 face, 2 brain
     tissue: np.ndarray  # uint8: 0 air, 1..N tissue classes
     head: np.ndarray  # bool
+    globes: np.ndarray | None = None  # uint8: 0 none, 1 right eyeball, 2 left eyeball
 
 
 def _world_coords(shape: tuple[int, ...], affine: np.ndarray, axis: int) -> np.ndarray:
@@ -72,8 +77,9 @@ def _world_coords(shape: tuple[int, ...], affine: np.ndarray, axis: int) -> np.n
 
 
 def face_label(head: np.ndarray, brain: np.ndarray, affine: np.ndarray,
-               rule: FaceRule = FaceRule()) -> np.ndarray:
-    """Boolean face-and-ears label on a RAS grid (see module docstring)."""
+               rule: FaceRule = FaceRule(), eyes: np.ndarray | None = None) -> np.ndarray:
+    """Boolean face-and-ears label on a RAS grid (see module docstring); ``eyes`` (the
+    eyeballs with their wall) are added whole."""
     zooms = np.abs(np.diag(affine)[:3])
     xs, ys, zs = (_world_coords(head.shape, affine, a) for a in range(3))
     bi = np.argwhere(brain)
@@ -88,7 +94,10 @@ def face_label(head: np.ndarray, brain: np.ndarray, affine: np.ndarray,
     ears = pinnae(head, brain, zooms, rule.ear_open_mm, rule.ear_margin_mm, rule.ear_brain_mm)
 
     protected = distance_mm(brain, zooms) <= rule.brain_margin_mm
-    return (front | ears) & ~protected
+    face = front | ears
+    if eyes is not None:
+        face = face | eyes
+    return face & ~protected
 
 
 def _kmeans_1d(values: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -128,18 +137,30 @@ def make_labels(img: nib.Nifti1Image, brain: np.ndarray, rule: FaceRule = FaceRu
     affine = np.diag([*zooms, 1.0])
     affine[:3, 3] = ras.affine[:3, 3]
     head = head_mask(data, zooms) | brain_ras
-    face = face_label(head, brain_ras, affine, rule)
+    globes = np.zeros(data.shape, np.uint8)
+    found = find_globes(data, brain_ras, zooms, head)
+    for value, side in ((1, "right"), (2, "left")):
+        for g in found:
+            if g.side == side:
+                globes[globe_masks(data.shape, zooms, [g], wall_mm=0.0)[side] & head] = value
+    walls = globe_masks(data.shape, zooms, found, wall_mm=rule.eye_wall_mm)
+    eyes = np.zeros(data.shape, bool)
+    for m in walls.values():
+        eyes |= m
+    face = face_label(head, brain_ras, affine, rule, eyes)
     target = np.zeros(data.shape, np.uint8)
     target[face] = 1
     target[brain_ras] = 2
     tissue = tissue_classes(data, head, brain_ras)
-    return HeadLabels(affine=affine, target=target, tissue=tissue, head=head)
+    return HeadLabels(affine=affine, target=target, tissue=tissue, head=head, globes=globes)
 
 
 def save_labels(labels: HeadLabels, out_dir: Path, name: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(labels.target, labels.affine), out_dir / f"{name}_target.nii.gz")
     nib.save(nib.Nifti1Image(labels.tissue, labels.affine), out_dir / f"{name}_tissue.nii.gz")
+    if labels.globes is not None:
+        nib.save(nib.Nifti1Image(labels.globes, labels.affine), out_dir / f"{name}_globes.nii.gz")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,13 +175,23 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in args.heads:
         img = nib.load(args.sources / f"{name}.nii.gz")
-        brain = deepbet_brain_mask(img)
+        brain_path = args.out / f"{name}_brain.nii.gz"  # deepbet's mask, kept for reruns
+        if brain_path.is_file():
+            brain = np.asanyarray(nib.load(brain_path).dataobj) > 0
+        else:
+            brain = deepbet_brain_mask(img)
+            args.out.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(brain.astype(np.uint8), img.affine), brain_path)
         labels = make_labels(img, brain)
         save_labels(labels, args.out, name)
         zooms = np.abs(np.diag(labels.affine)[:3])
         vml = float(np.prod(zooms)) / 1000
-        logger.info("%s: face %.0f mL, brain %.0f mL", name, (labels.target == 1).sum() * vml,
-                    (labels.target == 2).sum() * vml)
+        eyes = labels.globes if labels.globes is not None else np.zeros(1)
+        whole = [float(((labels.target == 1) & (eyes == v)).sum() / max((eyes == v).sum(), 1))
+                 for v in (1, 2)]
+        logger.info("%s: face %.0f mL, brain %.0f mL, eyeballs %.0f / %.0f voxels, in face %.3f / %.3f",
+                    name, (labels.target == 1).sum() * vml, (labels.target == 2).sum() * vml,
+                    (eyes == 1).sum(), (eyes == 2).sum(), *whole)
         if args.previews:
             from .preview import label_preview
 

@@ -9,6 +9,13 @@ Each case draws, from one source head's tissue and target label maps:
 * **contrast** — per tissue class a mean and spread, from a contrast family (T1w, T1w-CE,
   T2w, FLAIR, PD, T2*, newborn T1w and T2w with inverted grey/white contrast) or fully
   random, then partial-volume blur, bias field, gamma and Rician noise;
+* **input kind** — most cases are whole heads; the others are the kinds real datasets hold
+  (``KINDS``): skull-stripped images (only the brain left: nothing to remove, the face
+  label is empty), images already defaced by a plane cut or by another tool's mask (what
+  face is left keeps its label, the brain stays), heads scanned prone or on their side
+  (turned 90° or 180° about the bore's axis), a slab from the orbits up, a stereotactic
+  frame with fiducials around the head, and images that are not heads (empty, noise, a
+  phantom), whose labels are all *keep*;
 * **resolution** — 0.8–6 mm along each axis, thick slices along a random axis (every n-th
   slice kept; its brain label is the brain at the slice's centre, or with
   ``--slab-brain any`` wherever its slab holds brain).
@@ -33,7 +40,7 @@ from scipy import ndimage
 
 from ..anatomy import block_reduce, orbit_level
 
-__all__ = ["CONTRASTS", "SourceHead", "load_source", "synthesise", "write_dataset", "main"]
+__all__ = ["CONTRASTS", "KINDS", "SourceHead", "load_source", "synthesise", "write_dataset", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +57,28 @@ CONTRASTS: dict[str, tuple[float, ...]] = {
     "newborn-T1w": (0.0, 0.15, 0.60, 0.35, 0.05, 0.35, 0.55, 0.85),
     "newborn-T2w": (0.0, 0.95, 0.40, 0.70, 0.05, 0.30, 0.50, 0.70),
 }
+
+
+#: Input kinds and their share of the cases (the rest are whole heads, ``head``).
+KINDS: dict[str, float] = {
+    "skull_stripped": 0.07,
+    "plane_cut": 0.05,
+    "mask_defaced": 0.04,
+    "turned": 0.08,
+    "orbits_up": 0.06,
+    "frame": 0.04,
+    "not_head": 0.04,
+}
+
+
+def draw_kind(rng: np.random.Generator) -> str:
+    """One input kind, with the shares of :data:`KINDS`."""
+    u = rng.random()
+    for kind, share in KINDS.items():
+        if u < share:
+            return kind
+        u -= share
+    return "head"
 
 
 @dataclass
@@ -91,10 +120,14 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], amp: float, 
 
 
 def _sample_geometry(rng: np.random.Generator, src: SourceHead, shape: tuple[int, int, int],
-                     out_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Source voxel coordinates for every output voxel, and the child-scale factor used."""
+                     out_affine: np.ndarray, turn: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Source voxel coordinates for every output voxel, and the child-scale factor used.
+
+    ``turn`` (degrees) turns the head about the superior axis (the scanner's bore) after
+    the random tilt: 180 for a head scanned prone, ±90 for one lying on its side."""
     big = rng.random() < 0.15
     angles = rng.uniform(-35, 35, 3) if big else rng.uniform(-20, 20, 3)
+    angles[2] += turn
     scale = rng.uniform(0.6, 1.1) * rng.uniform(0.92, 1.08, 3)
     rot = _rotation(angles)
     grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"), 0)
@@ -136,29 +169,123 @@ def _intensities(rng: np.random.Generator, tissue: np.ndarray) -> tuple[np.ndarr
     return np.clip(img, 0, None).astype(np.float32), family
 
 
-def synthesise(src: SourceHead, rng: np.random.Generator,
-               slab_brain: str = "centre") -> tuple[nib.Nifti1Image, nib.Nifti1Image, dict]:
+def _plane_cut(rng: np.random.Generator, vox: np.ndarray, src: SourceHead) -> np.ndarray:
+    """Output voxels in front of a quickshear-like plane: through a point in front of the
+    brain at the orbital roofs, tilted back towards the chin (source frame, mm)."""
+    world = np.tensordot(src.affine[:3, :3], vox, axes=1) + src.affine[:3, 3, None, None, None]
+    pitch = np.deg2rad(rng.uniform(20, 60))
+    normal = np.array([0.0, np.cos(pitch), -np.sin(pitch)])  # anterior and down: the face side
+    point = np.array([src.centre[0], src.y_front + rng.uniform(-15, 5), src.z_orb + rng.uniform(-5, 10)])
+    return np.tensordot(normal, world - point[:, None, None, None], axes=1) > 0
+
+
+def _apply_kind(rng: np.random.Generator, kind: str, tissue: np.ndarray, target: np.ndarray,
+                vox: np.ndarray, src: SourceHead) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Tissue and target of one input kind (:data:`KINDS`), and a frame's voxels or None."""
+    brain_classes = np.arange(1, 4)
+    frame = None
+    if kind == "skull_stripped":
+        # a brain mask a little off the true brain, as extraction tools leave it
+        keep = ndimage.binary_dilation(target == 2, iterations=int(rng.integers(0, 3)))
+        tissue = np.where(keep, tissue, 0)
+        target = np.where(target == 2, 2, 0).astype(np.uint8)
+    elif kind == "plane_cut":
+        cut = _plane_cut(rng, vox, src) & (target != 2)
+        tissue = np.where(cut, 0, tissue)
+    elif kind == "mask_defaced":
+        # another tool's mask: the face label shrunk or grown a little, zero-filled
+        face = target == 1
+        it = int(rng.integers(1, 4))
+        face = ndimage.binary_erosion(face, iterations=it) if rng.random() < 0.5 else \
+            ndimage.binary_dilation(face, iterations=it) & (target != 2)
+        tissue = np.where(face, 0, tissue)
+    elif kind == "frame":
+        frame = _frame(rng, tissue.shape, tissue > 0)
+        tissue = np.where(frame > 0, 0, tissue)
+    elif kind == "not_head":
+        target = np.zeros_like(target)
+        what = rng.choice(["empty", "noise", "phantom"])
+        if what == "empty":
+            tissue = np.zeros_like(tissue)
+        elif what == "noise":
+            tissue = rng.integers(0, 8, tissue.shape).astype(np.uint8)
+        else:  # a cylinder of fluid with a few inserts
+            grid = np.indices(tissue.shape, dtype=np.float32)
+            c = np.array(tissue.shape, np.float32)[:, None, None, None] / 2
+            r = np.sqrt(((grid[:2] - c[:2]) ** 2).sum(0))
+            radius = rng.uniform(0.25, 0.45) * min(tissue.shape[:2])
+            tissue = np.where(r < radius, int(rng.choice(brain_classes)), 0).astype(np.uint8)
+            for _ in range(int(rng.integers(2, 6))):
+                p = c[:, 0, 0, 0] + rng.uniform(-0.5, 0.5, 3) * radius
+                ball = ((grid - p[:, None, None, None]) ** 2).sum(0) < rng.uniform(5, 15) ** 2
+                tissue[ball & (r < radius)] = int(rng.integers(4, 8))
+    return tissue.astype(np.uint8), target.astype(np.uint8), frame
+
+
+def _frame(rng: np.random.Generator, shape: tuple[int, ...], head: np.ndarray) -> np.ndarray:
+    """A stereotactic frame on the working grid: four posts and a ring around the head, with
+    bright fiducial rods, none touching the head."""
+    out = np.zeros(shape, np.uint8)
+    if not head.any():
+        return out
+    idx = np.argwhere(head)
+    lo, hi = idx.min(0), idx.max(0)
+    c = (lo + hi) / 2
+    half = (hi - lo) / 2 + rng.uniform(4, 10)
+    grid = np.indices(shape, dtype=np.float32)
+    for sx in (-1, 1):
+        for sy in (-1, 1):
+            px, py = c[0] + sx * half[0], c[1] + sy * half[1] * 0.8
+            post = ((grid[0] - px) ** 2 + (grid[1] - py) ** 2) < rng.uniform(2, 4) ** 2
+            out[post & (grid[2] < c[2] + rng.uniform(0, half[2]))] = 1
+    ring_z = c[2] + rng.uniform(-0.6, 0.2) * half[2]
+    ell = ((grid[0] - c[0]) / half[0]) ** 2 + ((grid[1] - c[1]) / half[1]) ** 2
+    out[(np.abs(ell - 1.0) < 0.06) & (np.abs(grid[2] - ring_z) < 3)] = 1
+    return np.where(head, 0, out).astype(np.uint8)
+
+
+def synthesise(src: SourceHead, rng: np.random.Generator, slab_brain: str = "centre",
+               kind: str | None = None) -> tuple[nib.Nifti1Image, nib.Nifti1Image, dict]:
     """One synthetic image and its target label map (same grid).
+
+    ``kind`` forces an input kind (:data:`KINDS` or ``head``) instead of drawing one.
 
     ``slab_brain`` says which voxels of a thick-slice case are brain: ``centre``, those
     whose slice centre is brain; ``any``, those whose slab holds brain anywhere (the
     brain a guard must keep off).
     """
     # output field of view in a RAS frame centred on the head (working resolution)
+    drawn = draw_kind(rng)
+    kind = drawn if kind is None else kind
     fov = np.array([rng.uniform(170, 230), rng.uniform(200, 256), rng.uniform(190, 256)])
+    turn = 0.0
+    if kind == "turned":
+        turn = float(rng.choice([90.0, -90.0, 180.0]))
+        if abs(turn) == 90.0:
+            fov[:2] = fov[[1, 0]]
     shape = tuple(int(v) for v in np.round(fov / WORK_MM))
     shift = rng.normal(0, 8, 3)
-    if rng.random() < 0.3:  # clinical crops: field of view moved up (chin/neck out) or narrowed
+    if rng.random() < 0.15:  # head off-centre in the field of view
+        shift[:2] += rng.uniform(-25, 25, 2)
+    if kind == "orbits_up":  # a slab from about the orbits up: its lower edge near the eyes
+        z_low = src.z_orb - src.centre[2] + rng.uniform(-35, 5)
+        fov[2] = rng.uniform(90, 140)
+        shape = tuple(int(v) for v in np.round(fov / WORK_MM))
+        shift[2] = z_low + fov[2] / 2
+    elif rng.random() < 0.3:  # clinical crops: field of view moved up (chin/neck out) or narrowed
         shift[2] += rng.uniform(10, 40)
     if rng.random() < 0.15:
         fov[0] *= rng.uniform(0.7, 0.85)
         shape = (int(round(fov[0] / WORK_MM)), shape[1], shape[2])
     out_affine = np.diag([WORK_MM] * 3 + [1.0])
     out_affine[:3, 3] = -fov / 2 + shift
-    vox, scale = _sample_geometry(rng, src, shape, out_affine)
+    vox, scale = _sample_geometry(rng, src, shape, out_affine, turn)
     tissue = ndimage.map_coordinates(src.tissue, vox, order=0, mode="constant", cval=0)
     target = ndimage.map_coordinates(src.target, vox, order=0, mode="constant", cval=0)
+    tissue, target, frame = _apply_kind(rng, kind, tissue, target, vox, src)
     img, family = _intensities(rng, tissue)
+    if frame is not None:
+        img = np.where(frame > 0, rng.uniform(0.6, 1.2), img).astype(np.float32)
 
     # acquisition resolution
     acq = rng.uniform(0.8, 2.0, 3)
@@ -202,7 +329,7 @@ def synthesise(src: SourceHead, rng: np.random.Generator,
             affine[:, 3] = affine[:, 3] + affine[:, ax] * (n - 1)
             affine[:, ax] = -affine[:, ax]
     img = (img / (np.percentile(img, 99.9) + 1e-6) * rng.uniform(200, 3000)).astype(np.float32)
-    meta = {"source": src.name, "contrast": family, "scale": [round(float(s), 3) for s in scale],
+    meta = {"source": src.name, "kind": kind, "contrast": family, "scale": [round(float(s), 3) for s in scale],
             "acquired_mm": [round(float(a), 2) for a in acq]}
     im = nib.Nifti1Image(np.ascontiguousarray(img), affine)
     lb = nib.Nifti1Image(np.ascontiguousarray(target.astype(np.uint8)), affine)

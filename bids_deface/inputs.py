@@ -1,0 +1,118 @@
+"""Is there a face to remove? The kind of an input image, judged before anything is removed.
+
+``docs/mask.md``: inputs with no face (skull-stripped, not a head) come out unchanged, with
+a flag. The checks here do not trust the face model's face label; they use the image's own
+intensities and the model's brain only as a reference position:
+
+* ``empty`` — the image is constant, or almost all of it is zero;
+* ``noise`` — neighbouring voxels are uncorrelated (a real image, at any resolution and
+  contrast, has strongly correlated neighbours);
+* ``not_head`` — the model finds no brain of a plausible size (under ``MIN_BRAIN_ML``, a
+  tenth of a newborn's) and no face either;
+* ``no_face`` — all the tissue in the image lies close to the brain (skull-stripped, or a
+  brain-only crop): under ``FACE_TISSUE_ML`` of tissue farther than ``FACE_REACH_MM``
+  from the predicted brain. A real face (eyes, lids, nose) lies 20–60 mm in front of the
+  brain; a skull-stripped image keeps at most a few millimetres of what surrounded it;
+* ``head`` — anything else: defaced as usual.
+
+Arrays are in RAS axis order with voxel sizes ``zooms`` (mm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .anatomy import block_reduce, distance_mm, head_mask, largest_component
+
+__all__ = ["InputKind", "judge_input", "neighbour_correlation", "KIND_FLAGS",
+           "MIN_BRAIN_ML", "FACE_TISSUE_ML", "FACE_REACH_MM", "NOISE_CORRELATION"]
+
+#: Brain volume below which the model is taken to have found no brain (mL).
+MIN_BRAIN_ML = 40.0
+#: Tissue farther than ``FACE_REACH_MM`` from the brain needed for a face to be there (mL).
+FACE_TISSUE_ML = 8.0
+FACE_REACH_MM = 15.0
+#: Neighbour correlation below which an image is taken for noise.
+NOISE_CORRELATION = 0.3
+#: The flag each kind writes into the sidecar and the report (``head`` has none).
+KIND_FLAGS = {"empty": "empty_image", "noise": "noise_image", "not_head": "not_a_head",
+              "no_face": "no_face_in_image"}
+_WORK_MM = 3.0
+
+
+@dataclass(frozen=True)
+class InputKind:
+    kind: str
+    """``head``, ``no_face``, ``not_head``, ``noise`` or ``empty``."""
+    face_tissue_ml: float
+    """Tissue farther than ``FACE_REACH_MM`` from the predicted brain (mL)."""
+    brain_ml: float
+    correlation: float
+
+    @property
+    def removable(self) -> bool:
+        """Whether the face mask may remove anything from this image."""
+        return self.kind == "head"
+
+    @property
+    def flag(self) -> str | None:
+        return KIND_FLAGS.get(self.kind)
+
+
+def neighbour_correlation(data: np.ndarray, zooms: Sequence[float]) -> float:
+    """Correlation between each voxel and its neighbour along the finest axis (over the
+    voxels that are not background). Near 1 for any real image, near 0 for noise.
+
+    >>> rng = np.random.default_rng(0)
+    >>> abs(neighbour_correlation(rng.normal(size=(30, 30, 30)), (1, 1, 1))) < 0.05
+    True
+    >>> x = np.linspace(0, 6, 30); smooth = np.sin(x)[:, None, None] + np.cos(x)[None, :, None] + 0 * x
+    >>> neighbour_correlation(smooth, (1, 1, 1)) > 0.9
+    True
+    """
+    axis = int(np.argmin(zooms))
+    a = np.moveaxis(np.asarray(data, np.float32), axis, 0)
+    x, y = a[:-1].ravel(), a[1:].ravel()
+    keep = (x != 0) | (y != 0)
+    if keep.sum() < 100:
+        return 0.0
+    x, y = x[keep], y[keep]
+    if x.size > 2_000_000:
+        step = x.size // 2_000_000 + 1
+        x, y = x[::step], y[::step]
+    sx, sy = x.std(), y.std()
+    if sx == 0 or sy == 0:
+        return 0.0
+    return float(((x - x.mean()) * (y - y.mean())).mean() / (sx * sy))
+
+
+def judge_input(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
+                face: np.ndarray | None = None) -> InputKind:
+    """The kind of the image ``data`` (RAS, float) with the model's ``brain`` (and ``face``,
+    for ``not_head``) on its grid; see the module docstring."""
+    zooms = np.asarray(zooms, float)
+    voxel_ml = float(np.prod(zooms)) / 1000.0
+    finite = data[np.isfinite(data)]
+    if finite.size == 0 or float(np.ptp(finite)) == 0.0 or np.count_nonzero(finite) < 0.001 * finite.size:
+        return InputKind("empty", 0.0, 0.0, 0.0)
+    corr = neighbour_correlation(data, zooms)
+    brain = largest_component(np.asarray(brain, bool))
+    brain_ml = float(np.count_nonzero(brain)) * voxel_ml
+    if corr < NOISE_CORRELATION:
+        return InputKind("noise", 0.0, brain_ml, corr)
+    face_ml = float(np.count_nonzero(face)) * voxel_ml if face is not None else 0.0
+    if brain_ml < MIN_BRAIN_ML:
+        kind = "not_head" if face_ml < FACE_TISSUE_ML else "head"
+        return InputKind(kind, 0.0, brain_ml, corr)
+    f = np.maximum(1, np.floor(_WORK_MM / zooms + 1e-6)).astype(int)
+    czooms = zooms * f
+    cdata = block_reduce(np.nan_to_num(data.astype(np.float32)), f)
+    cbrain = block_reduce(brain, f, np.any)
+    tissue = head_mask(cdata, czooms)
+    far = distance_mm(cbrain, czooms) > FACE_REACH_MM
+    face_tissue_ml = float(np.count_nonzero(tissue & far)) * float(np.prod(czooms)) / 1000.0
+    kind = "head" if face_tissue_ml >= FACE_TISSUE_ML else "no_face"
+    return InputKind(kind, face_tissue_ml, brain_ml, corr)

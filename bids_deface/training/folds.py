@@ -1,0 +1,94 @@
+"""Folds of real heads: which heads each model is trained on and which it is scored on.
+
+Every real head is scored by a model that never saw it (``docs/validation.md``). A fold's
+model may start from the shipped weights only when none of its held-out heads made the
+shipped model's training data (fine-tuning from weights trained on a head counts as
+having seen it); otherwise it is trained from scratch.
+
+Usage::
+
+    python -m bids_deface.training.folds A --stage synth     # then plan, fit, export
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Fold", "FOLDS", "SHIPPED_TRAINING_HEADS", "main"]
+
+logger = logging.getLogger(__name__)
+
+#: Heads the shipped model (models/Dataset801_FaceEars) was trained on.
+SHIPPED_TRAINING_HEADS = ("ds000031", "colin27", "pydeface_template", "volpack")
+ALL_HEADS = ("ds000031", "colin27", "pydeface_template", "volpack", "pycortex_s1",
+             "sag_child3", "slicer_mrhead", "itk_t1")
+
+
+@dataclass(frozen=True)
+class Fold:
+    name: str
+    held_out: tuple[str, ...]
+    cases: int = 250
+    epochs: int = 25
+
+    @property
+    def train(self) -> tuple[str, ...]:
+        return tuple(h for h in ALL_HEADS if h not in self.held_out)
+
+    @property
+    def from_shipped(self) -> bool:
+        """Whether the fold may start from the shipped weights (no held-out head in them)."""
+        return not set(self.held_out) & set(SHIPPED_TRAINING_HEADS)
+
+
+FOLDS = {
+    "A": Fold("A", ("pycortex_s1", "sag_child3", "itk_t1")),
+    "B": Fold("B", ("ds000031", "colin27", "slicer_mrhead"), epochs=100),
+    "C": Fold("C", ("pydeface_template", "volpack"), epochs=100),
+}
+
+
+def _run(args: list[str]) -> None:
+    logger.info("$ %s", " ".join(args))
+    subprocess.run([sys.executable, "-m", *args], check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train one fold's model (resumable stages).")
+    parser.add_argument("fold", choices=sorted(FOLDS))
+    parser.add_argument("--stage", choices=["synth", "plan", "fit", "export", "all"], default="all")
+    parser.add_argument("--work", type=Path, default=None, help="default: cache/fold<NAME>")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    fold = FOLDS[args.fold]
+    work = args.work or Path(f"cache/fold{fold.name}")
+    raw = work / "nnunet_raw" / "Dataset801_FaceEars"
+    stages = ["synth", "plan", "fit", "export"] if args.stage == "all" else [args.stage]
+    if "synth" in stages and not (raw / "dataset.json").is_file():
+        _run(["bids_deface.training.synth", "--heads", *fold.train, "--cases", str(fold.cases),
+              "--out", str(raw)])
+    if "plan" in stages:
+        _run(["bids_deface.training.train", "plan", "--work", str(work), "--spacing", "3"])
+    if "fit" in stages:
+        fit = ["bids_deface.training.train", "fit", "--work", str(work), "--epochs",
+               str(args.epochs or fold.epochs), "--device", args.device, "--threads", str(args.threads)]
+        if fold.from_shipped:
+            from ..data import default_model_dir
+
+            fit += ["--pretrained", str(default_model_dir() / "fold_all" / "checkpoint_final.pth")]
+        _run(fit)
+    if "export" in stages:
+        _run(["bids_deface.training.export", "--work", str(work), "--out", str(work / "model")])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

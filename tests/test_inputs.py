@@ -1,0 +1,95 @@
+"""Inputs with no face to remove: empty, noise, skull-stripped; and whole heads."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_deface.inputs import judge_input, neighbour_correlation
+
+from .phantoms import head_phantom
+
+
+def _phantom():  # type: ignore[no-untyped-def]
+    img, brain = head_phantom()
+    return img.get_fdata(dtype=np.float32), brain, np.asarray(img.header.get_zooms()[:3], float)
+
+
+def test_whole_head_is_a_head() -> None:
+    data, brain, zooms = _phantom()
+    kind = judge_input(data, zooms, brain)
+    assert kind.kind == "head" and kind.removable and kind.flag is None
+    assert kind.face_tissue_ml > 100  # face, nose, ears and neck lie far from the brain
+
+
+def test_skull_stripped_has_no_face() -> None:
+    data, brain, zooms = _phantom()
+    kind = judge_input(np.where(brain, data, 0), zooms, brain)
+    assert kind.kind == "no_face" and not kind.removable and kind.flag == "no_face_in_image"
+
+
+def test_skull_stripped_with_a_brain_that_falls_short_is_still_no_face() -> None:
+    """A predicted brain 4 mm short of the image's brain all round: still nothing far from it."""
+    from scipy import ndimage
+
+    data, brain, zooms = _phantom()
+    short = ndimage.binary_erosion(brain, iterations=2)
+    assert judge_input(np.where(brain, data, 0), zooms, short).kind == "no_face"
+
+
+def test_empty_and_noise_images() -> None:
+    rng = np.random.default_rng(1)
+    zooms = np.array([2.0, 2.0, 2.0])
+    none = np.zeros((60, 60, 60), bool)
+    assert judge_input(np.zeros((60, 60, 60), np.float32), zooms, none).kind == "empty"
+    assert judge_input(np.full((60, 60, 60), 7.0, np.float32), zooms, none).kind == "empty"
+    noise = rng.uniform(0, 1000, (60, 60, 60)).astype(np.float32)
+    kind = judge_input(noise, zooms, none)
+    assert kind.kind == "noise" and kind.flag == "noise_image"
+    # even where a network would see a brain in it
+    blob = np.zeros((60, 60, 60), bool)
+    blob[10:50, 10:50, 10:50] = True
+    assert judge_input(noise, zooms, blob).kind == "noise"
+
+
+def test_no_brain_and_no_face_is_not_a_head() -> None:
+    data, brain, zooms = _phantom()
+    none = np.zeros_like(brain)
+    assert judge_input(data, zooms, none, face=none).kind == "not_head"
+    # a face without a brain in view is still defaced
+    face = np.zeros_like(brain)
+    face[30:60, 80:, 10:40] = True
+    assert judge_input(data, zooms, none, face=face).kind == "head"
+
+
+def test_neighbour_correlation_of_a_real_head(s1_2mm: nib.Nifti1Image) -> None:
+    zooms = s1_2mm.header.get_zooms()[:3]
+    assert neighbour_correlation(s1_2mm.get_fdata(dtype=np.float32), zooms) > 0.8
+
+
+@pytest.mark.slow
+def test_model_removes_nothing_from_images_with_no_face(s1_2mm: nib.Nifti1Image) -> None:
+    """The shipped model end to end: zero and noise images and a skull-stripped real head
+    (pycortex S1, held out) come back with an empty mask and a flag."""
+    from bids_deface.brainmask import deepbet_brain_mask
+    from bids_deface.data import default_model_dir
+    from bids_deface.masking import FaceModel
+
+    model = FaceModel(default_model_dir(), device="cpu", threads=2)
+    rng = np.random.default_rng(0)
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    for data, flag in ((np.zeros((96, 110, 96), np.int16), "empty_image"),
+                       (rng.integers(0, 1000, (96, 110, 96)).astype(np.int16), "noise_image")):
+        pred = model.predict(nib.Nifti1Image(data, aff))
+        assert not pred.face.any()
+        assert pred.notes == (flag,)
+    brain = deepbet_brain_mask(s1_2mm)
+    raw = np.asanyarray(s1_2mm.dataobj)
+    stripped = nib.Nifti1Image(np.where(brain, raw, 0).astype(raw.dtype), s1_2mm.affine, s1_2mm.header)
+    pred = model.predict(stripped)
+    assert pred.input_kind is not None
+    if pred.input_kind.kind == "no_face":
+        assert not pred.face.any() and pred.notes == ("no_face_in_image",)
+    else:  # the model's brain fell short of the stripped brain: then the guard must hold
+        assert not (pred.face & brain).any(), f"{int((pred.face & brain).sum())} brain voxels removed"
