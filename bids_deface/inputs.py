@@ -41,6 +41,9 @@ NOISE_CORRELATION = 0.3
 KIND_FLAGS = {"empty": "empty_image", "noise": "noise_image", "not_head": "not_a_head",
               "no_face": "no_face_in_image"}
 _WORK_MM = 3.0
+_DESCRIPTIONS = {"head": "a head", "no_face": "the image holds no face (skull-stripped?)",
+                 "not_head": "the image is not a head", "noise": "the image is noise",
+                 "empty": "the image is empty"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,10 @@ class InputKind:
     @property
     def flag(self) -> str | None:
         return KIND_FLAGS.get(self.kind)
+
+    @property
+    def description(self) -> str:
+        return _DESCRIPTIONS[self.kind]
 
 
 def neighbour_correlation(data: np.ndarray, zooms: Sequence[float]) -> float:

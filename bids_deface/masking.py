@@ -455,8 +455,8 @@ class FaceModel:
         del ras
         if not kind.removable:
             t1 = time.perf_counter()
-            logger.info("nothing removed: the image is %s (tissue beyond the brain %.1f mL, brain %.0f mL, "
-                        "neighbour correlation %.2f)", kind.kind, kind.face_tissue_ml, kind.brain_ml,
+            logger.info("nothing removed: %s (tissue beyond the brain %.1f mL, brain %.0f mL, "
+                        "neighbour correlation %.2f)", kind.description, kind.face_tissue_ml, kind.brain_ml,
                         kind.correlation)
             return MaskPrediction(
                 face=np.zeros(labels.shape, bool), brain=labels == LABELS["brain"],

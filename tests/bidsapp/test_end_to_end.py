@@ -77,3 +77,39 @@ def test_example_dataset_participant_and_group(tmp_path: Path, validator: str) -
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
     assert (out / "group.html").is_file()
     assert run_validator(out).errors == []
+
+
+def test_images_with_no_face_come_out_unchanged_and_flagged(tmp_path: Path, validator: str) -> None:
+    """An all-zero image and a skull-stripped real head (ds000031, a training head, its
+    deepbet brain kept): nothing removed, the data written back as they were, and the
+    sidecar says why."""
+    from bids_deface.brainmask import deepbet_brain_mask
+
+    from ..conftest import _fetch
+
+    bids = tmp_path / "bids"
+    shutil.copytree(EXAMPLE, bids, ignore=shutil.ignore_patterns("sub-*"))
+    (bids / "participants.tsv").write_text("participant_id\nsub-10\nsub-11\n")
+    head = nib.load(_fetch("ds000031", "pydeface"))
+    raw = np.asanyarray(head.dataobj)
+    stripped = np.where(deepbet_brain_mask(head), raw, 0).astype(raw.dtype)
+    for sub, img in (("10", nib.Nifti1Image(np.zeros((120, 140, 120), np.int16), np.diag([1.5, 1.5, 1.5, 1.0]))),
+                     ("11", nib.Nifti1Image(stripped, head.affine, head.header))):
+        anat = bids / f"sub-{sub}" / "anat"
+        anat.mkdir(parents=True)
+        img.header.set_xyzt_units("mm", "sec")
+        nib.save(img, anat / f"sub-{sub}_T1w.nii.gz")
+        (anat / f"sub-{sub}_T1w.json").write_text(json.dumps({"MagneticFieldStrength": 3}))
+    before = _digest(bids)
+    out = tmp_path / "out"
+    assert main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress"]) == 0
+    assert _digest(bids) == before
+    for sub, flag, kind in (("10", "empty_image", "empty"), ("11", "no_face_in_image", "no_face")):
+        side_path = next(out.rglob(f"sub-{sub}_desc-defaced_T1w.json"))
+        d = json.loads(side_path.read_text())["Defacing"]
+        assert d["VoxelsRemoved"] == 0 and d["InputKind"] == kind and d["QCFlags"][0] == flag
+        defaced = nib.load(side_path.with_name(side_path.name.replace(".json", ".nii.gz")))
+        source = nib.load(bids / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz")
+        np.testing.assert_array_equal(np.asanyarray(defaced.dataobj), np.asanyarray(source.dataobj))
+        report = (out / f"sub-{sub}.html").read_text()
+        assert flag in report
