@@ -105,7 +105,7 @@ def axial_slabs(img: nib.Nifti1Image, brain: np.ndarray,
 
 
 def _thick_masks(brain: np.ndarray, face: np.ndarray, affine: np.ndarray,
-                 factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: D401
     """Brain and reference face on thick axial slices: a slab is brain when any of its
     slices is, face when most are; and the slabs' affine."""
     b, aff = thick_slices(brain, affine, factor, reducer=np.any)
@@ -247,16 +247,18 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
             cases.append(EvalCase(name, new(_synth_contrast(tissue, CONTRASTS[contrast], seed), affine),
                                   brain_ras, face_ref, landmarks, eyes=eyes))
     if want(CASE_NAMES[6]) or want(CASE_NAMES[7]):
-        b5, f5, a5 = _thick_masks(brain_ras, face_ref, affine, 5)
-        slices5 = brain_ras[:, :, : b5.shape[2] * 5]
-        eyes5 = {k: thick_slices(v.astype(np.float32), affine, 5)[0] > 0.5 for k, v in eyes.items()}
+        # about 5 mm slabs: five 1 mm slices (two or three of a coarser source's)
+        k5 = max(2, int(round(5.0 / float(np.sqrt((affine[:3, 2] ** 2).sum())))))
+        b5, f5, a5 = _thick_masks(brain_ras, face_ref, affine, k5)
+        slices5 = brain_ras[:, :, : b5.shape[2] * k5]
+        eyes5 = {k: thick_slices(v.astype(np.float32), affine, k5)[0] > 0.5 for k, v in eyes.items()}
         if want(CASE_NAMES[6]):
-            d5, _ = thick_slices(data, affine, 5)
+            d5, _ = thick_slices(data, affine, k5)
             cases.append(EvalCase(CASE_NAMES[6], new(d5, a5), b5, f5, landmarks, brain_slices=slices5,
                                   eyes=eyes5))
         if want(CASE_NAMES[7]):
             t2 = _synth_contrast(tissue, CONTRASTS["T2w"], 7)
-            d5, _ = thick_slices(t2, affine, 5)
+            d5, _ = thick_slices(t2, affine, k5)
             cases.append(EvalCase(CASE_NAMES[7], new(d5, a5), b5, f5, landmarks, brain_slices=slices5,
                                   eyes=eyes5))
     # child sizes: (name, size, face below the orbits, contrast, seed, slice thickness

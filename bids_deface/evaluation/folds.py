@@ -57,7 +57,7 @@ def _cell(v: object, col: str) -> str:
             return "–"
         if col in REQUIRED or col.startswith("eyeball"):
             return f"{math.floor(v * 1000) / 1000:.3f}"
-        return f"{v:.1f}" if col in ("ml_removed", "seconds", "brain_gap_mm") else f"{v:.3f}"
+        return f"{v:.1f}" if col in ("ml_removed", "seconds") or col.endswith("_mm") else f"{v:.3f}"
     if isinstance(v, bool):
         return "yes" if v else "**no**"
     if isinstance(v, list):
@@ -67,7 +67,7 @@ def _cell(v: object, col: str) -> str:
 
 def fold_markdown(fold: str, rows: list[dict], command: str) -> str:
     cols = ["head", "case", *FEATURES[:2], "eyeball_right", "eyeball_left", *FEATURES[2:],
-            "brain_removed", "brain_gap_mm", "ml_removed", "input_kind", "flags", "seconds", "pass"]
+            "brain_removed", "brain_gap_mm", "brain_short_mm", "brain_over_mm", "ml_removed", "input_kind", "flags", "seconds", "pass"]
     f = FOLDS[fold]
     n_pass = sum(bool(r["pass"]) for r in rows)
     lines = [
