@@ -154,6 +154,12 @@ def passes(row: dict) -> bool:
 
 INTRO = """# Validation on a held-out real head
 
+**This page scores one held-out head.** The evaluation by held-out heads — every real head
+scored by a model that never saw it, with the input kinds of real datasets (skull-stripped,
+partial fields of view, heads tilted by 30°, non-head images) and the real 3-year-old — is
+[validation/README.md](validation/README.md); there the shipped model fails cases this page
+does not show.
+
 The shipped model evaluated on **pycortex subject S1** (real adult T1w, 1 mm, full face
 and both ears in view), a head that was never used to make training data. From that one
 head the evaluation builds its own contrast and synthesised T2w, FLAIR, PD, T2\\*w and

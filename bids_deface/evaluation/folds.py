@@ -65,17 +65,19 @@ def _cell(v: object, col: str) -> str:
     return str(v)
 
 
-def fold_markdown(fold: str, rows: list[dict], command: str) -> str:
+def fold_markdown(fold: str, rows: list[dict], command: str, model_note: str | None = None) -> str:
+    """The fold's table; ``model_note`` names another model than the fold's own."""
     cols = ["head", "case", *FEATURES[:2], "eyeball_right", "eyeball_left", *FEATURES[2:],
             "brain_removed", "brain_gap_mm", "brain_short_mm", "brain_over_mm", "ml_removed", "input_kind", "flags", "seconds", "pass"]
     f = FOLDS[fold]
     n_pass = sum(bool(r["pass"]) for r in rows)
+    own = (f"Model trained on {', '.join(f.train)}"
+           + (" (fine-tuned from the shipped weights, which never saw the held-out heads)" if f.from_shipped else ""))
     lines = [
-        f"# Fold {fold}: scored on heads its model never saw",
+        f"# Fold {fold}: scored on heads its model never saw" if model_note is None
+        else f"# Fold {fold}'s held-out cases scored by another model",
         "",
-        f"Model trained on {', '.join(f.train)}"
-        + (" (fine-tuned from the shipped weights, which never saw the held-out heads)" if f.from_shipped else "")
-        + f"; held out and scored here: **{', '.join(f.held_out)}**.",
+        (own if model_note is None else model_note) + f"; scored here: **{', '.join(f.held_out)}**.",
         "",
         f"**{n_pass} of {len(rows)} cases meet every threshold.** Thresholds: eyes, nose and mouth "
         "coverage ≥ 0.99 and each eyeball ≥ 0.99 of its voxels removed; each ear ≥ 0.95 where in "
@@ -92,6 +94,26 @@ def fold_markdown(fold: str, rows: list[dict], command: str) -> str:
     return "\n".join(lines)
 
 
+def summary_rows(rows: list[dict]) -> dict[str, object]:
+    """Counts over one table's rows: cases, passing, with brain removed, and the failures
+    by reason."""
+    def fails_on(r: dict, feats: tuple[str, ...]) -> bool:
+        return any(not math.isnan(v) and v < REQUIRED[f] for f in feats
+                   if isinstance(v := r.get(f, float("nan")), float))
+
+    face = [r for r in rows if r.get("expect") != "nothing"]
+    return {
+        "cases": len(rows),
+        "pass": sum(bool(r["pass"]) for r in rows),
+        "brain_removed_cases": sum(r["brain_removed"] > 0 for r in rows),
+        "brain_removed_max": max((r["brain_removed"] for r in rows), default=0),
+        "no_face_removed_anything": sum(r["ml_removed"] > 0 for r in rows if r.get("expect") == "nothing"),
+        "eyes_nose_mouth_short": sum(fails_on(r, ("eye_right", "eye_left", "eyeball_right", "eyeball_left",
+                                                   "nose", "mouth")) for r in face),
+        "ears_short": sum(fails_on(r, ("ear_right", "ear_left")) for r in face),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Score a fold's held-out heads with the fold's model.")
     parser.add_argument("--fold", required=True, choices=sorted(FOLDS))
@@ -100,12 +122,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model-note", help="what the table's model is, when --model-dir is not the fold's")
+    parser.add_argument("--from-json", type=Path, help="write the table from rows saved by --json, scoring nothing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     model_dir = args.model_dir or fold_model_dir(args.fold)
-    rows = evaluate_fold(args.fold, args.sources, model_dir, args.threads)
+    if args.from_json:
+        rows = json.loads(args.from_json.read_text())
+        argv = [a for a in (argv if argv is not None else sys.argv[1:])]
+        i = argv.index("--from-json")
+        argv = argv[:i] + argv[i + 2:]
+    else:
+        rows = evaluate_fold(args.fold, args.sources, model_dir, args.threads)
     command = "python -m bids_deface.evaluation.folds " + shlex.join(argv if argv is not None else sys.argv[1:])
-    table = fold_markdown(args.fold, rows, command)
+    table = fold_markdown(args.fold, rows, command, args.model_note)
     print(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
