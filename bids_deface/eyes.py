@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from .anatomy import block_reduce, orbit_level
+from .evaluation.metrics import sphere_mask
 
 __all__ = ["Globe", "find_globes", "globe_masks"]
 
@@ -152,17 +153,5 @@ def globe_masks(shape: Sequence[int], zooms: Sequence[float], globes: Sequence[G
     >>> int(globe_masks((21, 21, 21), (1.0, 1.0, 1.0), [g], wall_mm=0.0)["right"].sum())
     257
     """
-    zooms = np.asarray(zooms, float)
-    out = {}
-    for g in globes:
-        r = g.radius_mm + wall_mm
-        c = np.asarray(g.centre_mm) / zooms
-        reach = np.ceil(r / zooms).astype(int) + 1
-        lo = np.maximum(np.floor(c).astype(int) - reach, 0)
-        hi = np.minimum(np.ceil(c).astype(int) + reach + 1, shape)
-        m = np.zeros(tuple(shape), bool)
-        if np.all(hi > lo):
-            grid = np.meshgrid(*[(np.arange(a, b) - cc) * z for a, b, cc, z in zip(lo, hi, c, zooms)], indexing="ij")
-            m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = sum(x ** 2 for x in grid) <= r ** 2
-        out[g.side] = m
-    return out
+    affine = np.diag([*np.asarray(zooms, float), 1.0])
+    return {g.side: sphere_mask(shape, affine, g.centre_mm, g.radius_mm + wall_mm) for g in globes}

@@ -387,12 +387,18 @@ class FaceModel:
                 spacing_zyx: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Label map and guard brain (:func:`upsample_labels`) on the grid of ``img``."""
         ornt, ras, ras_zooms = _to_ras(img)
+        seg, brain = self._labels_ras(ras, ras_zooms, spacing_zyx)
+        return _from_ras(seg, ornt), _from_ras(brain, ornt)
+
+    def _labels_ras(self, ras: np.ndarray, ras_zooms: np.ndarray,
+                    spacing_zyx: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_labels` of an image already in RAS axis order (:func:`_to_ras`), in RAS order."""
         # nnU-Net's NibabelIO convention: [x, y, z] -> [z, y, x]
         arr = np.ascontiguousarray(ras.transpose(2, 1, 0))[None]
         props = {"spacing": [float(s) for s in ras_zooms[::-1]]}
         with self._spacing(spacing_zyx or self.spacing_zyx):
             seg, brain = self._predict_zyx(arr, props)
-        return _from_ras(seg.transpose(2, 1, 0), ornt), _from_ras(brain.transpose(2, 1, 0), ornt)
+        return seg.transpose(2, 1, 0), brain.transpose(2, 1, 0)
 
     def predict_labels(self, img: nib.Nifti1Image, spacing_zyx: tuple[float, ...] | None = None) -> np.ndarray:
         """Label map (0 keep, 1 face, 2 brain) on the grid of ``img``, with the model
@@ -448,11 +454,10 @@ class FaceModel:
         """
         t0 = time.perf_counter()
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-        labels, guard_brain = self._labels(img)
         ornt, ras, ras_zooms = _to_ras(img)
-        kind = judge_input(ras, ras_zooms, nib.orientations.apply_orientation(labels == LABELS["brain"], ornt),
-                           nib.orientations.apply_orientation(labels == LABELS["face"], ornt))
-        del ras
+        seg_ras, brain_ras = self._labels_ras(ras, ras_zooms)
+        kind = judge_input(ras, ras_zooms, seg_ras == LABELS["brain"], seg_ras == LABELS["face"])
+        labels, guard_brain = _from_ras(seg_ras, ornt), _from_ras(brain_ras, ornt)
         if not kind.removable:
             t1 = time.perf_counter()
             logger.info("nothing removed: %s (tissue beyond the brain %.1f mL, brain %.0f mL, "
@@ -463,10 +468,11 @@ class FaceModel:
                 face_raw_voxels=int(np.count_nonzero(labels == LABELS["face"])), guard_voxels=0,
                 seconds=t1 - t0, timings={"predict": t1 - t0}, spacing_mm=self.spacing_zyx,
                 guard_mm={}, guard_brain=guard_brain, input_kind=kind)
-        spacing = self.adapted_spacing(image_head_scale(img, labels == LABELS["brain"]))
+        spacing = self.adapted_spacing(head_scale(seg_ras == LABELS["brain"], tuple(ras_zooms)))
         if spacing != self.spacing_zyx:
             # a small head: once more, at the finer spacing that shows it larger
-            labels, guard_brain = self._labels(img, spacing)
+            labels, guard_brain = (_from_ras(a, ornt) for a in self._labels_ras(ras, ras_zooms, spacing))
+        del ras
         t1 = time.perf_counter()
         face = labels == LABELS["face"]
         brain = labels == LABELS["brain"]

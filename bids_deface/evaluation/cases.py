@@ -105,7 +105,7 @@ def axial_slabs(img: nib.Nifti1Image, brain: np.ndarray,
 
 
 def _thick_masks(brain: np.ndarray, face: np.ndarray, affine: np.ndarray,
-                 factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: D401
+                 factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Brain and reference face on thick axial slices: a slab is brain when any of its
     slices is, face when most are; and the slabs' affine."""
     b, aff = thick_slices(brain, affine, factor, reducer=np.any)
@@ -166,29 +166,31 @@ INPUT_KIND_CASES = [
 ]
 
 
+def _rotation(axis: int, degrees: float) -> np.ndarray:
+    """3×3 rotation by ``degrees`` about RAS ``axis`` (right-handed)."""
+    a = np.deg2rad(degrees)
+    i, j = [k for k in range(3) if k != axis]
+    rot = np.eye(3)
+    rot[i, i], rot[i, j], rot[j, i], rot[j, j] = np.cos(a), -np.sin(a), np.sin(a), np.cos(a)
+    return rot
+
+
 def rotated(data: np.ndarray, zooms: np.ndarray, centre_vox: np.ndarray, axis: int, degrees: float,
             order: int) -> np.ndarray:
     """``data`` (RAS axes) turned by ``degrees`` about the RAS ``axis`` through
     ``centre_vox``, on the same grid (what leaves the field of view is lost)."""
-    a = np.deg2rad(degrees)
-    c, s_ = np.cos(a), np.sin(a)
-    i, j = [k for k in range(3) if k != axis]
-    rot = np.eye(3)
-    rot[i, i], rot[i, j], rot[j, i], rot[j, j] = c, -s_, s_, c
     # output voxel -> source voxel: source = C + Z^-1 R^T Z (out - C)
-    m = np.diag(1 / zooms) @ rot.T @ np.diag(zooms)
+    m = np.diag(1 / zooms) @ _rotation(axis, degrees).T @ np.diag(zooms)
     off = centre_vox - m @ centre_vox
     return ndimage.affine_transform(data, m, offset=off, order=order, mode="constant", cval=0)
 
 
-def _rotated_point(p: np.ndarray, centre: np.ndarray, axis: int, degrees: float) -> np.ndarray:
-    a = np.deg2rad(degrees)
-    i, j = [k for k in range(3) if k != axis]
-    q = np.asarray(p, float) - centre
-    out = q.copy()
-    out[i] = np.cos(a) * q[i] - np.sin(a) * q[j]
-    out[j] = np.sin(a) * q[i] + np.cos(a) * q[j]
-    return out + centre
+def _image(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """A float32 image with ``affine`` as both qform and sform."""
+    im = nib.Nifti1Image(data.astype(np.float32), affine)
+    im.set_qform(affine, 1)
+    im.set_sform(affine, 1)
+    return im
 
 
 def not_head_cases(seed: int = 0) -> list[EvalCase]:
@@ -198,11 +200,8 @@ def not_head_cases(seed: int = 0) -> list[EvalCase]:
     out = []
     for name, data in (("all-zero image", np.zeros((160, 160, 120), np.float32)),
                        ("pure noise", rng.uniform(0, 1000, (160, 160, 120)).astype(np.float32))):
-        im = nib.Nifti1Image(data, aff)
-        im.set_qform(aff, 1)
-        im.set_sform(aff, 1)
         empty = np.zeros(data.shape, bool)
-        out.append(EvalCase(name, im, empty, empty, {}, expect="nothing"))
+        out.append(EvalCase(name, _image(data, aff), empty, empty, {}, expect="nothing"))
     return out
 
 
@@ -227,24 +226,18 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
     y_front, z_orb = orbit_level(world_brain)
     centre = world_brain.mean(0)
 
-    def new(data_: np.ndarray, aff: np.ndarray) -> nib.Nifti1Image:
-        im = nib.Nifti1Image(data_.astype(np.float32), aff)
-        im.set_qform(aff, 1)
-        im.set_sform(aff, 1)
-        return im
-
     cases: list[EvalCase] = []
 
     def want(name: str) -> bool:
         return only is None or name in only
 
     if want(CASE_NAMES[0]):
-        cases.append(EvalCase(CASE_NAMES[0], new(data, affine), brain_ras, face_ref, landmarks, eyes=eyes))
+        cases.append(EvalCase(CASE_NAMES[0], _image(data, affine), brain_ras, face_ref, landmarks, eyes=eyes))
     for name, contrast, seed in ((CASE_NAMES[1], "T2w", 1), (CASE_NAMES[2], "FLAIR", 2),
                                  (CASE_NAMES[3], "PD", 3), (CASE_NAMES[4], "T2starw", 4),
                                  (CASE_NAMES[5], "newborn-T2w", 5)):
         if want(name):
-            cases.append(EvalCase(name, new(_synth_contrast(tissue, CONTRASTS[contrast], seed), affine),
+            cases.append(EvalCase(name, _image(_synth_contrast(tissue, CONTRASTS[contrast], seed), affine),
                                   brain_ras, face_ref, landmarks, eyes=eyes))
     if want(CASE_NAMES[6]) or want(CASE_NAMES[7]):
         # about 5 mm slabs: five 1 mm slices (two or three of a coarser source's)
@@ -254,12 +247,12 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
         eyes5 = {k: thick_slices(v.astype(np.float32), affine, k5)[0] > 0.5 for k, v in eyes.items()}
         if want(CASE_NAMES[6]):
             d5, _ = thick_slices(data, affine, k5)
-            cases.append(EvalCase(CASE_NAMES[6], new(d5, a5), b5, f5, landmarks, brain_slices=slices5,
+            cases.append(EvalCase(CASE_NAMES[6], _image(d5, a5), b5, f5, landmarks, brain_slices=slices5,
                                   eyes=eyes5))
         if want(CASE_NAMES[7]):
             t2 = _synth_contrast(tissue, CONTRASTS["T2w"], 7)
             d5, _ = thick_slices(t2, affine, k5)
-            cases.append(EvalCase(CASE_NAMES[7], new(d5, a5), b5, f5, landmarks, brain_slices=slices5,
+            cases.append(EvalCase(CASE_NAMES[7], _image(d5, a5), b5, f5, landmarks, brain_slices=slices5,
                                   eyes=eyes5))
     # child sizes: (name, size, face below the orbits, contrast, seed, slice thickness
     # as a multiple of the source's 1 mm, before scaling)
@@ -292,7 +285,7 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
             q = _child_point(p, z_orb, y_front, face_f)
             q = centre + scale * (np.asarray(q) - centre)
             lms[key] = [float(v) for v in q]
-        cases.append(EvalCase(name, new(d, aff), b, f, lms,
+        cases.append(EvalCase(name, _image(d, aff), b, f, lms,
                               {"scale": str(scale), "face_ratio": str(face_f)}, scale=scale,
                               brain_slices=slices, eyes=ce))
     cases += _input_kind_cases(data, affine, brain_ras, face_ref, eyes, landmarks, z_orb, want)
@@ -303,18 +296,11 @@ def _input_kind_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, f
                       eyes: dict[str, np.ndarray], landmarks: dict[str, list[float]], z_orb: float,
                       want: Callable[[str], bool]) -> list[EvalCase]:
     """The cases of ``INPUT_KIND_CASES`` (RAS grid ``affine``)."""
-
-    def new(data_: np.ndarray, aff: np.ndarray) -> nib.Nifti1Image:
-        im = nib.Nifti1Image(data_.astype(np.float32), aff)
-        im.set_qform(aff, 1)
-        im.set_sform(aff, 1)
-        return im
-
     out = []
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
     if want(INPUT_KIND_CASES[0]):
         # skull-stripped with the independent brain mask itself: nothing left to remove
-        out.append(EvalCase(INPUT_KIND_CASES[0], new(np.where(brain, data, 0), affine), brain,
+        out.append(EvalCase(INPUT_KIND_CASES[0], _image(np.where(brain, data, 0), affine), brain,
                             np.zeros_like(face), {}, expect="nothing"))
     if want(INPUT_KIND_CASES[1]):
         # a slab from 25 mm below the orbital roofs up (the lower face, the mouth, most of
@@ -323,7 +309,7 @@ def _input_kind_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, f
         k0 = int(max(0, np.floor(inv[2, 2] * (z_orb - 25.0) + inv[2, 3])))
         aff = affine.copy()
         aff[:3, 3] = affine[:3, 3] + affine[:3, 2] * k0
-        out.append(EvalCase(INPUT_KIND_CASES[1], new(data[:, :, k0:], aff), brain[:, :, k0:],
+        out.append(EvalCase(INPUT_KIND_CASES[1], _image(data[:, :, k0:], aff), brain[:, :, k0:],
                             face[:, :, k0:], landmarks, eyes={k: v[:, :, k0:] for k, v in eyes.items()},
                             partial=True))
     centre = np.argwhere(brain).mean(0)
@@ -337,11 +323,12 @@ def _input_kind_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, f
         e = {k: rotated(v.astype(np.uint8), zooms, centre, axis, deg, 0) > 0 for k, v in eyes.items()}
         # landmarks turned like the voxels: in the grid's millimetres, then back to world
         inv = np.linalg.inv(affine)
+        rot, c_mm = _rotation(axis, deg), centre * zooms
         lms = {}
         for k, p in landmarks.items():
             q_mm = (inv[:3, :3] @ np.asarray(p, float) + inv[:3, 3]) * zooms
-            q = _rotated_point(q_mm, centre * zooms, axis, deg) / zooms
+            q = (c_mm + rot @ (q_mm - c_mm)) / zooms
             lms[k] = [float(v) for v in affine[:3, :3] @ q + affine[:3, 3]]
-        out.append(EvalCase(name, new(d, affine), b, f, lms, {"rotation": f"{deg:+.0f} deg about axis {axis}"},
+        out.append(EvalCase(name, _image(d, affine), b, f, lms, {"rotation": f"{deg:+.0f} deg about axis {axis}"},
                             eyes=e, partial=True))
     return out

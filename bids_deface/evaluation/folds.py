@@ -127,14 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     model_dir = args.model_dir or fold_model_dir(args.fold)
+    words = list(argv if argv is not None else sys.argv[1:])
     if args.from_json:
         rows = json.loads(args.from_json.read_text())
-        argv = [a for a in (argv if argv is not None else sys.argv[1:])]
-        i = argv.index("--from-json")
-        argv = argv[:i] + argv[i + 2:]
+        i = words.index("--from-json")  # the command that made the rows
+        del words[i:i + 2]
     else:
         rows = evaluate_fold(args.fold, args.sources, model_dir, args.threads)
-    command = "python -m bids_deface.evaluation.folds " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bids_deface.evaluation.folds " + shlex.join(words)
     table = fold_markdown(args.fold, rows, command, args.model_note)
     print(table)
     if args.json:

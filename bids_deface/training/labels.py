@@ -137,16 +137,13 @@ def make_labels(img: nib.Nifti1Image, brain: np.ndarray, rule: FaceRule = FaceRu
     affine = np.diag([*zooms, 1.0])
     affine[:3, 3] = ras.affine[:3, 3]
     head = head_mask(data, zooms) | brain_ras
-    globes = np.zeros(data.shape, np.uint8)
     found = find_globes(data, brain_ras, zooms, head)
-    for value, side in ((1, "right"), (2, "left")):
-        for g in found:
-            if g.side == side:
-                globes[globe_masks(data.shape, zooms, [g], wall_mm=0.0)[side] & head] = value
-    walls = globe_masks(data.shape, zooms, found, wall_mm=rule.eye_wall_mm)
+    globes = np.zeros(data.shape, np.uint8)
+    for side, ball in globe_masks(data.shape, zooms, found, wall_mm=0.0).items():
+        globes[ball & head] = 1 if side == "right" else 2
     eyes = np.zeros(data.shape, bool)
-    for m in walls.values():
-        eyes |= m
+    for ball in globe_masks(data.shape, zooms, found, wall_mm=rule.eye_wall_mm).values():
+        eyes |= ball
     face = face_label(head, brain_ras, affine, rule, eyes)
     target = np.zeros(data.shape, np.uint8)
     target[face] = 1
