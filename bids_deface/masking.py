@@ -8,9 +8,7 @@ in any orientation, voxel size and dtype and get masks back on the image's own g
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import logging
 import time
 from dataclasses import dataclass, field
@@ -286,21 +284,23 @@ class FaceModel:
         nnU-Net v2 model folder: ``dataset.json``, ``plans.json`` and ``fold_*/``.
     device : {"auto", "cpu", "cuda"}
         Where to run; ``auto`` takes CUDA when available.
-    mirroring : bool
-        Test-time mirroring (slower, marginally smoother masks). Off by default.
     threads : int or None
-        CPU threads for torch; ``None`` leaves torch's setting.
+        CPU threads for the network and torch; ``None`` leaves torch's setting.
+    checkpoint : str
+        Checkpoint file name in the folder's ``fold_*/``.
+
+    The network runs in :class:`bids_deface.engine.Network` (ONNX Runtime on the CPU when
+    the folder holds its checkpoint's ONNX export, PyTorch otherwise).
     """
 
     def __init__(
         self,
         model_dir: Path,
         device: str = "auto",
-        mirroring: bool = False,
         threads: int | None = None,
         checkpoint: str = "checkpoint_final.pth",
     ) -> None:
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+        from .engine import Network
 
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "plans.json").is_file():
@@ -308,34 +308,13 @@ class FaceModel:
         self.device = resolve_device(device)
         if threads:
             torch.set_num_threads(int(threads))
-        folds = tuple(p.name.split("_", 1)[1] for p in sorted(self.model_dir.glob("fold_*"))
-                      if (p / checkpoint).is_file())
-        if not folds:
-            raise FileNotFoundError(f"no fold_*/{checkpoint} in {self.model_dir}")
-        with contextlib.redirect_stdout(io.StringIO()):
-            predictor = nnUNetPredictor(
-                tile_step_size=0.5,
-                use_gaussian=True,
-                use_mirroring=mirroring,
-                perform_everything_on_device=self.device.type == "cuda",
-                device=self.device,
-                verbose=False,
-                verbose_preprocessing=False,
-                allow_tqdm=False,
-            )
-            predictor.initialize_from_trained_model_folder(str(self.model_dir), folds, checkpoint)
-        # weights may be stored in half precision; compute in float32 on the CPU
-        predictor.list_of_parameters = [
-            {k: v.float() if torch.is_floating_point(v) else v for k, v in p.items()}
-            for p in predictor.list_of_parameters
-        ]
-        predictor.network.load_state_dict(predictor.list_of_parameters[0])
-        self._predictor = predictor
-        self.spacing_zyx = tuple(float(s) for s in predictor.configuration_manager.spacing)
+        self._network = Network(self.model_dir, self.device, threads=threads, checkpoint=checkpoint)
+        self.spacing_zyx = self._network.spacing
         # the dataset's name from the plans (the folder may be anywhere, e.g. /model)
-        self.name = str(predictor.plans_manager.dataset_name)
+        self.name = self._network.dataset_name
         self.sha256 = model_sha256(self.model_dir)
-        logger.info("loaded model %s (%s) on %s", self.name, self.sha256[:12], self.device)
+        logger.info("loaded model %s (%s) on %s, network in %s", self.name, self.sha256[:12], self.device,
+                    self._network.backend)
 
     def adapted_spacing(self, scale: float | None) -> tuple[float, ...]:
         """The model's voxel size for a head of linear size ``scale`` (see :func:`head_scale`):
@@ -347,40 +326,22 @@ class FaceModel:
         factor = max(scale, MIN_SCALE) / shown_scale(scale)
         return tuple(round(s * factor, 3) for s in self.spacing_zyx)
 
-    @contextlib.contextmanager
-    def _spacing(self, spacing_zyx: tuple[float, ...]):
-        config = self._predictor.configuration_manager.configuration
-        plan = config["spacing"]
-        config["spacing"] = [float(s) for s in spacing_zyx]
-        try:
-            yield
-        finally:
-            config["spacing"] = plan
-
-    def _predict_zyx(self, arr: np.ndarray, props: dict) -> tuple[np.ndarray, np.ndarray]:
-        """nnU-Net preprocessing and sliding-window logits, then :func:`upsample_labels`
-        to the input grid and the crop undone: the label map and the guard's brain."""
-        from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
-
-        p = self._predictor
-        with contextlib.redirect_stdout(io.StringIO()):
-            batch = next(PreprocessAdapterFromNpy([arr], [None], [props], [None], p.plans_manager,
-                                                  p.dataset_json, p.configuration_manager,
-                                                  num_threads_in_multithreaded=1, verbose=False))
-            logits = p.predict_logits_from_preprocessed_data(batch["data"]).float()
-        meta = batch["data_properties"]
-        shape = [int(v) for v in meta["shape_after_cropping_and_before_resampling"]]
-        seg, brain = upsample_labels(logits, shape, [float(s) for s in props["spacing"]])
+    def _predict_zyx(self, arr: np.ndarray, spacing: list[float],
+                     model_spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Logits of ``arr`` (nnU-Net's ``[z, y, x]`` order, voxel sizes ``spacing``) at
+        ``model_spacing``, then :func:`upsample_labels` to the input grid and the crop
+        undone: the label map and the guard's brain."""
+        logits = self._network.logits(arr, spacing, model_spacing)
+        shape = [b.stop - b.start for b in logits.box]
+        seg, brain = upsample_labels(logits.values, shape, spacing)
         out = []
         for part in (seg, brain):
             # the guard's brain may split the voxels into sub-slices (``upsample_labels``)
             splits = [p_ // s_ for p_, s_ in zip(part.shape, shape)]
-            where = tuple(slice(int(a) * k, int(b) * k)
-                          for (a, b), k in zip(meta["bbox_used_for_cropping"], splits))
-            full = np.zeros([int(v) * k for v, k in zip(meta["shape_before_cropping"], splits)], part.dtype)
+            where = tuple(slice(b.start * k, b.stop * k) for b, k in zip(logits.box, splits))
+            full = np.zeros([n * k for n, k in zip(logits.shape, splits)], part.dtype)
             full[where] = part
-            # nnU-Net's transpose for this plan is the identity, but honour it
-            out.append(full.transpose(p.plans_manager.transpose_backward))
+            out.append(full)
         return out[0], out[1]
 
     def _labels(self, img: nib.Nifti1Image,
@@ -394,10 +355,8 @@ class FaceModel:
                     spacing_zyx: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_labels` of an image already in RAS axis order (:func:`_to_ras`), in RAS order."""
         # nnU-Net's NibabelIO convention: [x, y, z] -> [z, y, x]
-        arr = np.ascontiguousarray(ras.transpose(2, 1, 0))[None]
-        props = {"spacing": [float(s) for s in ras_zooms[::-1]]}
-        with self._spacing(spacing_zyx or self.spacing_zyx):
-            seg, brain = self._predict_zyx(arr, props)
+        seg, brain = self._predict_zyx(ras.transpose(2, 1, 0), [float(s) for s in ras_zooms[::-1]],
+                                       spacing_zyx or self.spacing_zyx)
         return seg.transpose(2, 1, 0), brain.transpose(2, 1, 0)
 
     def predict_labels(self, img: nib.Nifti1Image, spacing_zyx: tuple[float, ...] | None = None) -> np.ndarray:

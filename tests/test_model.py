@@ -143,7 +143,7 @@ def test_stock_nnunet_inference_agrees(model: FaceModel, s1_2mm: nib.Nifti1Image
 
 
 def test_float_4d_and_nan_input(model: FaceModel, s1_2mm: nib.Nifti1Image) -> None:
-    data = s1_2mm.get_fdata(dtype=np.float32)
+    data = s1_2mm.get_fdata(dtype=np.float32).copy()  # the fixture caches its array: leave it as it is
     data[0, 0, 0] = np.nan
     img = nib.Nifti1Image(np.stack([data, data], -1), s1_2mm.affine)
     pred = model.predict(img)

@@ -3,11 +3,13 @@
 The result is an ordinary nnU-Net v2 model folder::
 
     models/Dataset801_FaceEars/nnUNetTrainer__nnUNetPlans__3d_fullres/
-        dataset.json  plans.json  fold_all/checkpoint_final.pth
+        dataset.json  plans.json  fold_all/checkpoint_final.pth  model.onnx
 
 The checkpoint names the stock ``nnUNetTrainer`` (the CPU training trainer only changes
 the schedule and augmentation, not the network), so ``nnUNetv2_predict_from_modelfolder``
-and ``nnUNetv2_train -pretrained_weights`` accept it as it is.
+and ``nnUNetv2_train -pretrained_weights`` accept it as it is. ``model.onnx`` is the same
+network for ONNX Runtime, which bids-deface runs on the CPU
+(:func:`bids_deface.engine.export_onnx`).
 
 Usage::
 
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine import export_onnx
 from .train import CONFIG, DATASET_NAME, MIRROR_AXES, PLANS
 
 __all__ = ["export_model", "main"]
@@ -64,6 +67,7 @@ def export_model(result_dir: Path, out_root: Path, checkpoint: str = "checkpoint
     for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
         if (result_dir / name).exists():
             shutil.copy(result_dir / name, dest / name)
+    export_onnx(dest)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) / 1e6
     logger.info("exported %s (epoch %s) to %s: %.1f MB", src.name, slim["current_epoch"], dest, size)
     return dest

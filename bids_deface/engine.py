@@ -1,0 +1,280 @@
+"""The network of an nnU-Net v2 model folder, run without nnU-Net's inference machinery.
+
+nnU-Net's predictor resamples with scikit-image splines, imports its whole training stack
+(seconds before the first image) and runs the network in PyTorch. This module does the
+same steps as its default 3D inference, in the same order and with the same conventions:
+
+1. crop to the bounding box of the non-zero voxels;
+2. z-score normalisation over the cropped image (``ZScoreNormalization`` without mask);
+3. resampling to the plan's spacing, to nnU-Net's target shape (``compute_new_shape``):
+   linear in-plane, and nearest along a slice axis more than three times coarser than the
+   finest (nnU-Net's separate-z resampling of data, its ``order_z=0``);
+4. sliding-window logits over patches of the plan's size, half a patch apart, weighted by
+   nnU-Net's Gaussian importance map (``sigma = patch / 8``), the image padded with zeros
+   to at least one patch.
+
+The network runs in ONNX Runtime on the CPU when the model folder holds the ``model.onnx``
+export of its checkpoint (about twice as fast as PyTorch on two threads) and in PyTorch
+otherwise, and always on a CUDA device. Logits come back on the model's grid over the
+cropped box: :class:`Logits`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pydoc
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["Logits", "Network", "ONNX_NAME", "checkpoint_sha256", "sliding_window_starts",
+           "gaussian_importance", "target_shape"]
+
+logger = logging.getLogger(__name__)
+
+ONNX_NAME = "model.onnx"
+#: nnU-Net's ``ANISO_THRESHOLD``: above this ratio of coarsest to finest voxel side, data
+#: are resampled separately along the coarse axis, by nearest neighbour.
+ANISO_THRESHOLD = 3.0
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """SHA-256 of a checkpoint file (recorded in the ONNX export it was made from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fobj:
+        for chunk in iter(lambda: fobj.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def target_shape(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> tuple[int, ...]:
+    """nnU-Net's ``compute_new_shape``: ``round(shape × spacing / new_spacing)``.
+
+    >>> target_shape((256, 256, 176), (1.0, 1.0, 1.0), (3.0, 3.0, 3.0))
+    (85, 85, 59)
+    """
+    return tuple(int(round(n * s / t)) for n, s, t in zip(shape, spacing, new_spacing))
+
+
+def sliding_window_starts(size: int, patch: int, step: float = 0.5) -> list[int]:
+    """nnU-Net's ``compute_steps_for_sliding_window`` along one axis.
+
+    >>> sliding_window_starts(110, 64), sliding_window_starts(64, 64), sliding_window_starts(85, 64)
+    ([0, 23, 46], [0], [0, 21])
+    """
+    n = int(np.ceil((size - patch) / (patch * step))) + 1
+    if n == 1:
+        return [0]
+    width = (size - patch) / (n - 1)
+    return [int(np.round(width * i)) for i in range(n)]
+
+
+def gaussian_importance(patch: Sequence[int], sigma_scale: float = 1.0 / 8, peak: float = 10.0) -> np.ndarray:
+    """nnU-Net's ``compute_gaussian``: a Gaussian centred in the patch, peak ``peak``, no zeros.
+
+    Separable, so built from three 1D profiles (the same values as filtering a delta).
+
+    >>> g = gaussian_importance((8, 8, 8)); float(g.max()), bool(g.min() > 0), g.shape
+    (10.0, True, (8, 8, 8))
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    profiles = []
+    for n in patch:
+        delta = np.zeros(n)
+        delta[n // 2] = 1.0
+        profiles.append(gaussian_filter1d(delta, n * sigma_scale, mode="constant", cval=0.0))
+    g = profiles[0][:, None, None] * profiles[1][None, :, None] * profiles[2][None, None, :]
+    g = g / (g.max() / peak)
+    g[g == 0] = g[g > 0].min()
+    return g.astype(np.float32)
+
+
+def _resample(data: torch.Tensor, shape: Sequence[int], spacing: Sequence[float],
+              new_spacing: Sequence[float]) -> torch.Tensor:
+    """``data`` (3D) to ``shape``: linear, and nearest along a slice axis whose voxels are
+    more than ``ANISO_THRESHOLD`` times the finest (in the data or at the new spacing)."""
+    if tuple(data.shape) == tuple(shape):
+        return data
+    coarse = None
+    for sides in (spacing, new_spacing):
+        sides = np.asarray(sides, float)
+        if sides.max() / sides.min() > ANISO_THRESHOLD and np.count_nonzero(sides == sides.max()) == 1:
+            coarse = int(np.argmax(sides))
+            break
+    x = data[None, None]
+    if coarse is None:
+        return torch.nn.functional.interpolate(x, size=list(shape), mode="trilinear", align_corners=False)[0, 0]
+    first = [n if a != coarse else data.shape[a] for a, n in enumerate(shape)]
+    x = torch.nn.functional.interpolate(x, size=first, mode="trilinear", align_corners=False)
+    return torch.nn.functional.interpolate(x, size=list(shape), mode="nearest-exact")[0, 0]
+
+
+@dataclass(frozen=True)
+class Logits:
+    """Class logits on the model's grid over the box ``box`` of the input array."""
+
+    values: torch.Tensor
+    """``(classes, *grid)`` float32 on the CPU."""
+    box: tuple[slice, ...]
+    """The cropped box (non-zero voxels) of the input array the logits cover."""
+    shape: tuple[int, ...]
+    """The input array's shape."""
+
+
+class Network:
+    """The network of an nnU-Net v2 model folder (``plans.json``, ``dataset.json``,
+    ``fold_all/checkpoint_final.pth``) with nnU-Net's default 3D inference.
+
+    Parameters
+    ----------
+    model_dir : Path
+        The model folder.
+    device : torch.device
+        ``cpu`` (ONNX Runtime when the folder holds a matching ``model.onnx``) or ``cuda``.
+    threads : int or None
+        CPU threads for the network (``None``: torch's setting).
+    onnx : bool
+        Use ONNX Runtime on the CPU when the folder's ``model.onnx`` was exported from its
+        checkpoint (``False``: always PyTorch).
+    """
+
+    def __init__(self, model_dir: Path, device: torch.device, threads: int | None = None,
+                 checkpoint: str = "checkpoint_final.pth", configuration: str = "3d_fullres",
+                 onnx: bool = True) -> None:
+        self.model_dir = Path(model_dir)
+        plans = json.loads((self.model_dir / "plans.json").read_text())
+        config = plans["configurations"][configuration]
+        if plans.get("transpose_forward", [0, 1, 2]) != [0, 1, 2]:
+            raise ValueError(f"{self.model_dir}: plans with a transpose are not supported")
+        if config["normalization_schemes"] != ["ZScoreNormalization"] or any(config["use_mask_for_norm"]):
+            raise ValueError(f"{self.model_dir}: only z-score normalisation without mask is supported")
+        self.dataset_name = str(plans["dataset_name"])
+        self.spacing = tuple(float(s) for s in config["spacing"])
+        self.patch = tuple(int(p) for p in config["patch_size"])
+        self.classes = len(json.loads((self.model_dir / "dataset.json").read_text())["labels"])
+        self.device = device
+        self.threads = threads
+        folds = sorted(p for p in self.model_dir.glob("fold_*") if (p / checkpoint).is_file())
+        if not folds:
+            raise FileNotFoundError(f"no fold_*/{checkpoint} in {self.model_dir}")
+        self.checkpoint = folds[0] / checkpoint
+        self._session = self._onnx_session() if onnx and device.type == "cpu" else None
+        self._torch = None if self._session is not None else self._torch_network(config["architecture"])
+        self._gauss = gaussian_importance(self.patch)
+        self.backend = "onnxruntime" if self._session is not None else f"torch ({device.type})"
+
+    def _torch_network(self, architecture: dict) -> torch.nn.Module:
+        cls = pydoc.locate(architecture["network_class_name"])
+        kwargs = dict(architecture["arch_kwargs"])
+        for key in architecture.get("_kw_requires_import", ()):
+            if kwargs.get(key) is not None:
+                kwargs[key] = pydoc.locate(kwargs[key])
+        net = cls(input_channels=1, num_classes=self.classes, deep_supervision=False, **kwargs)  # type: ignore[misc]
+        state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+        net.load_state_dict({k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()})
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        return net.eval().to(self.device)
+
+    def _onnx_session(self):  # type: ignore[no-untyped-def]
+        path = self.model_dir / ONNX_NAME
+        if not path.is_file():
+            return None
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            logger.info("onnxruntime is not installed: the network runs in PyTorch")
+            return None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(self.threads or torch.get_num_threads())
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        made_from = session.get_modelmeta().custom_metadata_map.get("checkpoint_sha256")
+        if made_from != checkpoint_sha256(self.checkpoint):
+            logger.warning("%s was not exported from %s: the network runs in PyTorch", path, self.checkpoint)
+            return None
+        return session
+
+    def _forward(self, patch: np.ndarray) -> np.ndarray:
+        if self._session is not None:
+            return self._session.run(None, {"image": patch[None, None]})[0][0]
+        with torch.inference_mode():
+            x = torch.from_numpy(patch)[None, None].to(self.device)
+            return self._torch(x)[0].float().cpu().numpy()
+
+    def logits(self, data: np.ndarray, spacing: Sequence[float],
+               new_spacing: Sequence[float] | None = None) -> Logits:
+        """Logits of ``data`` (3D, voxel sizes ``spacing``, in the model's axis order) on
+        the grid of ``new_spacing`` (default: the plan's) over its non-zero box."""
+        new_spacing = tuple(float(s) for s in (new_spacing or self.spacing))
+        nonzero = data != 0
+        box = []
+        for axis in range(3):
+            where = np.flatnonzero(np.any(nonzero, axis=tuple(b for b in range(3) if b != axis)))
+            box.append(slice(int(where[0]), int(where[-1]) + 1) if where.size else slice(0, data.shape[axis]))
+        crop = torch.from_numpy(np.ascontiguousarray(data[tuple(box)], dtype=np.float32))
+        mean, std = crop.mean(), crop.std()
+        crop = (crop - mean) / max(float(std), 1e-8)
+        grid = target_shape(crop.shape, spacing, new_spacing)
+        image = _resample(crop, grid, spacing, new_spacing).numpy()
+        return Logits(torch.from_numpy(self.sliding_window(image)), tuple(box), tuple(data.shape))
+
+    def sliding_window(self, image: np.ndarray) -> np.ndarray:
+        """Gaussian-weighted logits of ``image`` (normalised, on the model's grid)."""
+        pad = [max(0, p - n) for p, n in zip(self.patch, image.shape)]
+        before = [p // 2 for p in pad]
+        padded = np.pad(image, [(b, p - b) for b, p in zip(before, pad)]).astype(np.float32, copy=False)
+        total = np.zeros((self.classes, *padded.shape), np.float32)
+        weight = np.zeros(padded.shape, np.float32)
+        for start in np.ndindex(*[len(sliding_window_starts(n, p)) for n, p in zip(padded.shape, self.patch)]):
+            corner = [sliding_window_starts(n, p)[i] for n, p, i in zip(padded.shape, self.patch, start)]
+            where = tuple(slice(c, c + p) for c, p in zip(corner, self.patch))
+            total[(slice(None), *where)] += self._forward(np.ascontiguousarray(padded[where])) * self._gauss
+            weight[where] += self._gauss
+        total /= weight
+        return total[(slice(None), *(slice(b, b + n) for b, n in zip(before, image.shape)))]
+
+
+def export_onnx(model_dir: Path, checkpoint: str = "checkpoint_final.pth") -> Path:
+    """Write ``model.onnx`` (fp32 graph, fp16 weights cast at load) of a model folder's
+    checkpoint into the folder, recording the checkpoint's SHA-256 in its metadata."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model_dir = Path(model_dir)
+    net = Network(model_dir, torch.device("cpu"), onnx=False)
+    torch_net = net._torch
+    path = model_dir / ONNX_NAME
+    tmp = path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings():
+        # instance norm always normalises by the input's own statistics, in eval mode too
+        warnings.filterwarnings("ignore", message=".*instance_norm.*")
+        torch.onnx.export(torch_net, torch.zeros(1, 1, *net.patch), str(tmp), input_names=["image"],
+                          output_names=["logits"], dynamic_axes={"image": {2: "z", 3: "y", 4: "x"}},
+                          dynamo=False)
+    graph_model = onnx.load(str(tmp))
+    tmp.unlink()
+    graph = graph_model.graph
+    casts = []
+    for init in graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and init.dims:
+            values = numpy_helper.to_array(init).astype(np.float16)
+            name = init.name
+            init.CopyFrom(numpy_helper.from_array(values, name + "_fp16"))
+            casts.append(helper.make_node("Cast", [name + "_fp16"], [name], to=onnx.TensorProto.FLOAT))
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(graph_model)
+    helper.set_model_props(graph_model, {"checkpoint_sha256": checkpoint_sha256(net.checkpoint)})
+    onnx.save(graph_model, str(tmp))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,77 @@
+"""The network engine against nnU-Net's own predictor and between its two backends, on a
+real head (pycortex S1 at 2 mm)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from bids_deface.data import default_model_dir
+from bids_deface.engine import ONNX_NAME, Network, export_onnx
+from bids_deface.masking import FaceModel
+
+pytestmark = pytest.mark.slow
+
+
+def _zyx(img: nib.Nifti1Image) -> tuple[np.ndarray, list[float]]:
+    ras = nib.as_closest_canonical(img)
+    return (ras.get_fdata(dtype=np.float32).transpose(2, 1, 0),
+            [float(z) for z in ras.header.get_zooms()[:3][::-1]])
+
+
+def test_labels_match_nnunet_predictor(s1_2mm: nib.Nifti1Image) -> None:
+    """nnU-Net's predictor without mirroring and the engine give the same labels but for
+    the resampling (scikit-image splines there, linear here)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(use_mirroring=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(default_model_dir()), ("all",), "checkpoint_final.pth")
+    arr, spacing = _zyx(s1_2mm)
+    stock = predictor.predict_single_npy_array(arr[None], {"spacing": spacing}, None, None, False)
+    ours = FaceModel(default_model_dir(), device="cpu", threads=2).predict_labels(
+        nib.as_closest_canonical(s1_2mm)).transpose(2, 1, 0)
+    for label in (1, 2):
+        a, b = stock == label, ours == label
+        assert a.sum() > 10_000
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.99, label
+
+
+def test_onnx_and_torch_backends_agree(s1_2mm: nib.Nifti1Image) -> None:
+    arr, spacing = _zyx(s1_2mm)
+    onnx_net = Network(default_model_dir(), torch.device("cpu"), threads=2)
+    assert onnx_net.backend == "onnxruntime"
+    torch_net = Network(default_model_dir(), torch.device("cpu"), threads=2, onnx=False)
+    assert torch_net.backend == "torch (cpu)"
+    a = onnx_net.logits(arr, spacing).values
+    b = torch_net.logits(arr, spacing).values
+    assert a.shape == b.shape and a.shape[0] == 3
+    assert float((a - b).abs().max()) < 1e-2 * float(b.abs().max())
+    assert float((a.argmax(0) == b.argmax(0)).float().mean()) > 0.9999
+
+
+def test_stale_onnx_is_not_used_and_export_renews_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A model folder whose checkpoint is not the one its ONNX file was made from (e.g.
+    fine-tuned in place) runs in PyTorch, and says so; exporting again restores ONNX Runtime."""
+    folder = Path(shutil.copytree(default_model_dir(), tmp_path / "model"))
+    ckpt_path = folder / "fold_all" / "checkpoint_final.pth"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt["network_weights"] = {k: v * 1.01 if torch.is_floating_point(v) else v
+                               for k, v in ckpt["network_weights"].items()}
+    torch.save(ckpt, ckpt_path)
+    with caplog.at_level(logging.WARNING, logger="bids_deface.engine"):
+        net = Network(folder, torch.device("cpu"))
+    assert net.backend == "torch (cpu)"
+    assert ONNX_NAME in caplog.text
+    export_onnx(folder)
+    renewed = Network(folder, torch.device("cpu"))
+    assert renewed.backend == "onnxruntime"
+    x = np.random.default_rng(0).normal(size=(48, 64, 64)).astype(np.float32)
+    a = renewed.sliding_window(x)
+    b = net.sliding_window(x)
+    assert np.abs(a - b).max() < 1e-2 * np.abs(b).max()
