@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .anatomy import distance_mm, drop_small_components
+from .anatomy import distance_mm, drop_small_components, edt_mm
 
 __all__ = [
     "GuardResult",
@@ -160,7 +160,7 @@ def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     # distance within the same slab: a huge voxel side keeps the transform in-plane
     sampling = z.copy()
     sampling[thick] = 1e6
-    in_slab = ndimage.distance_transform_edt(~brain, sampling=tuple(sampling))
+    in_slab = edt_mm(~brain, sampling)
     shorter = z - lo
     reach = [min(brain.shape[a] - 1, int(np.ceil((min(limit_mm, 1e4) + shorter[a]) / z[a]))) for a in thick]
     best = np.full(brain.shape, np.inf)

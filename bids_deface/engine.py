@@ -210,22 +210,32 @@ class Network:
             x = torch.from_numpy(patch)[None, None].to(self.device)
             return self._torch(x)[0].float().cpu().numpy()
 
-    def logits(self, data: np.ndarray, spacing: Sequence[float],
-               new_spacing: Sequence[float] | None = None) -> Logits:
-        """Logits of ``data`` (3D, voxel sizes ``spacing``, in the model's axis order) on
-        the grid of ``new_spacing`` (default: the plan's) over its non-zero box."""
-        new_spacing = tuple(float(s) for s in (new_spacing or self.spacing))
+    def logits(self, data: np.ndarray, spacing: Sequence[float], new_spacing: Sequence[float] | None = None,
+               axes: Sequence[int] = (0, 1, 2)) -> Logits:
+        """Logits of ``data`` (3D, voxel sizes ``spacing``) on the grid of ``new_spacing``
+        (default: the plan's) over its non-zero box, all in ``data``'s own axis order.
+
+        ``axes`` orders ``data``'s axes as the network's (``(2, 1, 0)`` for a RAS array
+        and nnU-Net's ``[z, y, x]``): only the small array on the model's grid is transposed.
+        ``new_spacing`` is in ``data``'s axis order.
+        """
+        axes = tuple(int(a) for a in axes)
+        if new_spacing is None:
+            new_spacing = [self.spacing[axes.index(a)] for a in range(3)]
+        new_spacing = tuple(float(s) for s in new_spacing)
         nonzero = data != 0
         box = []
         for axis in range(3):
             where = np.flatnonzero(np.any(nonzero, axis=tuple(b for b in range(3) if b != axis)))
             box.append(slice(int(where[0]), int(where[-1]) + 1) if where.size else slice(0, data.shape[axis]))
+        del nonzero
         crop = torch.from_numpy(np.ascontiguousarray(data[tuple(box)], dtype=np.float32))
         mean, std = crop.mean(), crop.std()
         crop = (crop - mean) / max(float(std), 1e-8)
         grid = target_shape(crop.shape, spacing, new_spacing)
-        image = _resample(crop, grid, spacing, new_spacing).numpy()
-        return Logits(torch.from_numpy(self.sliding_window(image)), tuple(box), tuple(data.shape))
+        image = _resample(crop, grid, spacing, new_spacing).numpy().transpose(axes)
+        values = self.sliding_window(np.ascontiguousarray(image)).transpose(0, *(1 + np.argsort(axes)))
+        return Logits(torch.from_numpy(np.ascontiguousarray(values)), tuple(box), tuple(data.shape))
 
     def sliding_window(self, image: np.ndarray) -> np.ndarray:
         """Gaussian-weighted logits of ``image`` (normalised, on the model's grid)."""

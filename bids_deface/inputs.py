@@ -82,14 +82,13 @@ def neighbour_correlation(data: np.ndarray, zooms: Sequence[float]) -> float:
     """
     axis = int(np.argmin(zooms))
     a = np.moveaxis(np.asarray(data, np.float32), axis, 0)
-    x, y = a[:-1].ravel(), a[1:].ravel()
+    # every pair along that axis, on a lattice of the other two axes of at most ~2 M pairs
+    step = max(1, int(np.ceil(np.sqrt(a[:-1].size / 2_000_000))))
+    x, y = a[:-1, ::step, ::step].ravel(), a[1:, ::step, ::step].ravel()
     keep = (x != 0) | (y != 0)
     if keep.sum() < 100:
         return 0.0
     x, y = x[keep], y[keep]
-    if x.size > 2_000_000:
-        step = x.size // 2_000_000 + 1
-        x, y = x[::step], y[::step]
     sx, sy = x.std(), y.std()
     if sx == 0 or sy == 0:
         return 0.0
@@ -97,16 +96,21 @@ def neighbour_correlation(data: np.ndarray, zooms: Sequence[float]) -> float:
 
 
 def judge_input(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
-                face: np.ndarray | None = None) -> InputKind:
+                face: np.ndarray | None = None, largest: bool = False) -> InputKind:
     """The kind of the image ``data`` (RAS, float) with the model's ``brain`` (and ``face``,
-    for ``not_head``) on its grid; see the module docstring."""
+    for ``not_head``) on its grid; see the module docstring. Only the largest connected
+    part of ``brain`` counts (``largest=True``: ``brain`` is that part already)."""
     zooms = np.asarray(zooms, float)
     voxel_ml = float(np.prod(zooms)) / 1000.0
-    finite = data[np.isfinite(data)]
-    if finite.size == 0 or float(np.ptp(finite)) == 0.0 or np.count_nonzero(finite) < 0.001 * finite.size:
+    data = np.asarray(data, np.float32)
+    if not np.isfinite(data).all():
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    if float(np.ptp(data)) == 0.0 or np.count_nonzero(data) < 0.001 * data.size:
         return InputKind("empty", 0.0, 0.0, 0.0)
     corr = neighbour_correlation(data, zooms)
-    brain = largest_component(np.asarray(brain, bool))
+    brain = np.asarray(brain, bool)
+    if not largest:
+        brain = largest_component(brain)
     brain_ml = float(np.count_nonzero(brain)) * voxel_ml
     if corr < NOISE_CORRELATION:
         return InputKind("noise", 0.0, brain_ml, corr)
@@ -116,7 +120,7 @@ def judge_input(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
         return InputKind(kind, 0.0, brain_ml, corr)
     f = np.maximum(1, np.floor(_WORK_MM / zooms + 1e-6)).astype(int)
     czooms = zooms * f
-    cdata = block_reduce(np.nan_to_num(data.astype(np.float32)), f)
+    cdata = block_reduce(data, f)
     cbrain = block_reduce(brain, f, np.any)
     tissue = head_mask(cdata, czooms)
     far = distance_mm(cbrain, czooms) > FACE_REACH_MM

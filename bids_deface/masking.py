@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import nibabel as nib
 import numpy as np
 import torch
 
-from .anatomy import block_reduce, drop_behind_ears, ear_zone, head_mask, largest_component
+from .anatomy import block_reduce, set_threads, drop_behind_ears, ear_zone, head_mask, largest_component
 from .deface import brain_guard_parts, clean_face_mask, slab_splits
 from .inputs import InputKind, judge_input
 
@@ -150,8 +151,8 @@ def _from_ras(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(back)
 
 
-def head_scale(brain: np.ndarray, zooms: tuple[float, ...], border_mm2: float = 50.0,
-               brainstem_mm2: float = 400.0) -> float | None:
+def head_scale(brain: np.ndarray, zooms: Sequence[float], border_mm2: float = 50.0,
+               brainstem_mm2: float = 400.0, largest: bool = False) -> float | None:
     """Linear size of a head relative to the adult training heads, from the volume of its
     predicted brain: ``(volume / ADULT_BRAIN_ML) ** (1/3)``.
 
@@ -163,6 +164,7 @@ def head_scale(brain: np.ndarray, zooms: tuple[float, ...], border_mm2: float = 
     than ``brainstem_mm2`` (a brainstem running out of the image at the bottom, common
     in axial clinical scans, leaves the volume nearly whole; a cut through the cerebellum or
     the temporal lobes does not). A cut brain's volume says nothing about the head's size.
+    ``largest=True`` says that ``brain`` is already its largest connected part.
 
     Examples
     --------
@@ -182,12 +184,13 @@ def head_scale(brain: np.ndarray, zooms: tuple[float, ...], border_mm2: float = 
     """
     if not brain.any():
         return None
-    brain = largest_component(brain)
+    if not largest:
+        brain = largest_component(brain)
     zooms = tuple(float(z) for z in zooms)
     for axis in range(3):
         face_mm2 = float(np.prod([z for k, z in enumerate(zooms) if k != axis]))
         for end in (0, -1):
-            area = np.count_nonzero(np.take(brain, end, axis=axis)) * face_mm2
+            area = np.count_nonzero(brain[(slice(None),) * axis + (end,)]) * face_mm2
             if area > (brainstem_mm2 if (axis, end) == (2, 0) else border_mm2):
                 return None
     ml = float(np.count_nonzero(brain)) * float(np.prod(zooms)) / 1000.0
@@ -308,6 +311,7 @@ class FaceModel:
         self.device = resolve_device(device)
         if threads:
             torch.set_num_threads(int(threads))
+        set_threads(threads or torch.get_num_threads())
         self._network = Network(self.model_dir, self.device, threads=threads, checkpoint=checkpoint)
         self.spacing_zyx = self._network.spacing
         # the dataset's name from the plans (the folder may be anywhere, e.g. /model)
@@ -326,12 +330,14 @@ class FaceModel:
         factor = max(scale, MIN_SCALE) / shown_scale(scale)
         return tuple(round(s * factor, 3) for s in self.spacing_zyx)
 
-    def _predict_zyx(self, arr: np.ndarray, spacing: list[float],
-                     model_spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Logits of ``arr`` (nnU-Net's ``[z, y, x]`` order, voxel sizes ``spacing``) at
-        ``model_spacing``, then :func:`upsample_labels` to the input grid and the crop
-        undone: the label map and the guard's brain."""
-        logits = self._network.logits(arr, spacing, model_spacing)
+    def _labels_ras(self, ras: np.ndarray, ras_zooms: np.ndarray,
+                    spacing_zyx: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Label map and guard brain (:func:`upsample_labels`) of an image in RAS axis
+        order (:func:`_to_ras`), with the model seeing it at ``spacing_zyx`` (nnU-Net's
+        ``[z, y, x]`` order; default: the plan's): C-contiguous RAS arrays."""
+        spacing = [float(z) for z in ras_zooms]
+        # nnU-Net's NibabelIO convention: the network sees RAS [x, y, z] as [z, y, x]
+        logits = self._network.logits(ras, spacing, (spacing_zyx or self.spacing_zyx)[::-1], axes=(2, 1, 0))
         shape = [b.stop - b.start for b in logits.box]
         seg, brain = upsample_labels(logits.values, shape, spacing)
         out = []
@@ -351,41 +357,16 @@ class FaceModel:
         seg, brain = self._labels_ras(ras, ras_zooms, spacing_zyx)
         return _from_ras(seg, ornt), _from_ras(brain, ornt)
 
-    def _labels_ras(self, ras: np.ndarray, ras_zooms: np.ndarray,
-                    spacing_zyx: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_labels` of an image already in RAS axis order (:func:`_to_ras`), in RAS order."""
-        # nnU-Net's NibabelIO convention: [x, y, z] -> [z, y, x]
-        seg, brain = self._predict_zyx(ras.transpose(2, 1, 0), [float(s) for s in ras_zooms[::-1]],
-                                       spacing_zyx or self.spacing_zyx)
-        return seg.transpose(2, 1, 0), brain.transpose(2, 1, 0)
-
     def predict_labels(self, img: nib.Nifti1Image, spacing_zyx: tuple[float, ...] | None = None) -> np.ndarray:
         """Label map (0 keep, 1 face, 2 brain) on the grid of ``img``, with the model
         seeing the image at ``spacing_zyx`` (default: the plan's spacing)."""
         return self._labels(img, spacing_zyx)[0]
 
     def ear_zone(self, img: nib.Nifti1Image, brain: np.ndarray) -> np.ndarray:
-        """The ear zone of :func:`bids_deface.anatomy.ear_zone` on the grid of ``img``.
-
-        Computed on a RAS copy reduced to voxels of about 2 mm (block means of the image,
-        any-brain blocks), then brought back to the input grid.
-        """
+        """The ear zone of :func:`bids_deface.anatomy.ear_zone` on the grid of ``img``
+        (:func:`ear_zone_ras`)."""
         ornt, data, zooms = _to_ras(img)
-        ras_brain = nib.orientations.apply_orientation(brain, ornt)
-        f = np.maximum(1, np.floor(2.0 / zooms + 1e-6)).astype(int)
-        czooms = zooms * f
-        coarse_brain = block_reduce(ras_brain, f, np.any)
-        zone = ear_zone(head_mask(block_reduce(data, f), czooms), coarse_brain, czooms)
-        full = np.zeros(data.shape, bool)
-        up = np.repeat(np.repeat(np.repeat(zone, f[0], 0), f[1], 1), f[2], 2)
-        full[: up.shape[0], : up.shape[1], : up.shape[2]] = up
-        return _from_ras(full, ornt)
-
-    def drop_behind_ears(self, img: nib.Nifti1Image, face: np.ndarray, brain: np.ndarray) -> np.ndarray:
-        """:func:`bids_deface.anatomy.drop_behind_ears` on the grid of ``img``."""
-        ornt, zooms = _ras_frame(img)
-        ras = [nib.orientations.apply_orientation(a, ornt) for a in (face, brain)]
-        return _from_ras(drop_behind_ears(ras[0], ras[1], zooms), ornt)
+        return _from_ras(ear_zone_ras(data, zooms, nib.orientations.apply_orientation(brain, ornt)), ornt)
 
     def predict(
         self, img: nib.Nifti1Image, guard_mm: float = 4.0, min_component_ml: float = 0.5,
@@ -410,32 +391,39 @@ class FaceModel:
         ears : bool
             Add the ear zone placed from the predicted brain
             (:func:`bids_deface.anatomy.ear_zone`) to the model's face and ears.
+
+        Every step works on one C-contiguous RAS copy of the image; the masks are brought
+        back to the image's axis order at the end.
         """
-        t0 = time.perf_counter()
-        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+        clock = _Clock()
         ornt, ras, ras_zooms = _to_ras(img)
-        seg_ras, brain_ras = self._labels_ras(ras, ras_zooms)
-        kind = judge_input(ras, ras_zooms, seg_ras == LABELS["brain"], seg_ras == LABELS["face"])
-        labels, guard_brain = _from_ras(seg_ras, ornt), _from_ras(brain_ras, ornt)
+        ras = np.ascontiguousarray(ras)
+        zooms = tuple(float(z) for z in ras_zooms)
+        clock.lap("conform")
+        seg, guard_brain = self._labels_ras(ras, ras_zooms)
+        clock.lap("network")
+        brain = largest_component(seg == LABELS["brain"])
+        kind = judge_input(ras, zooms, brain, seg == LABELS["face"], largest=True)
+        clock.lap("input_kind")
         if not kind.removable:
-            t1 = time.perf_counter()
             logger.info("nothing removed: %s (tissue beyond the brain %.1f mL, brain %.0f mL, "
                         "neighbour correlation %.2f)", kind.description, kind.face_tissue_ml, kind.brain_ml,
                         kind.correlation)
             return MaskPrediction(
-                face=np.zeros(labels.shape, bool), brain=labels == LABELS["brain"],
-                face_raw_voxels=int(np.count_nonzero(labels == LABELS["face"])), guard_voxels=0,
-                seconds=t1 - t0, timings={"predict": t1 - t0}, spacing_mm=self.spacing_zyx,
-                guard_mm={}, guard_brain=guard_brain, input_kind=kind)
-        spacing = self.adapted_spacing(head_scale(seg_ras == LABELS["brain"], tuple(ras_zooms)))
+                face=np.zeros(img.shape[:3], bool), brain=_from_ras(seg == LABELS["brain"], ornt),
+                face_raw_voxels=int(np.count_nonzero(seg == LABELS["face"])), guard_voxels=0,
+                seconds=clock.total, timings=clock.laps, spacing_mm=self.spacing_zyx,
+                guard_mm={}, guard_brain=_from_ras(guard_brain, ornt), input_kind=kind)
+        spacing = self.adapted_spacing(head_scale(brain, zooms, largest=True))
         if spacing != self.spacing_zyx:
             # a small head: once more, at the finer spacing that shows it larger
-            labels, guard_brain = (_from_ras(a, ornt) for a in self._labels_ras(ras, ras_zooms, spacing))
-        del ras
-        t1 = time.perf_counter()
-        face = labels == LABELS["face"]
-        brain = labels == LABELS["brain"]
-        face = self.drop_behind_ears(img, clean_face_mask(face, zooms, min_component_ml), brain)
+            seg, guard_brain = self._labels_ras(ras, ras_zooms, spacing)
+            clock.lap("network")
+        face = seg == LABELS["face"]
+        brain = seg == LABELS["brain"]
+        del seg
+        face = drop_behind_ears(clean_face_mask(face, zooms, min_component_ml), brain, zooms)
+        clock.lap("clean")
         # the guard shrinks with the voxel the model saw: a small head's brain is drawn on
         # finer voxels, and its boundary is off by less (on the training heads, up to 0.8
         # of that voxel beside the ears, 1.0 beside the face). The model's face, trained to
@@ -445,22 +433,58 @@ class FaceModel:
         ratio = min(1.0, spacing[0] / self.spacing_zyx[0])
         guards = {"face": guard_mm * ratio}
         parts = [(face, guards["face"])]
-        t_ears = time.perf_counter()
         if ears:
             guards["ears"] = min(guard_mm, BRAIN_MARGIN_MM + (guard_mm - BRAIN_MARGIN_MM) * ratio)
-            parts.append((self.ear_zone(img, brain), guards["ears"]))
-        t_ears = time.perf_counter() - t_ears
+            parts.append((ear_zone_ras(ras, ras_zooms, brain), guards["ears"]))
+            clock.lap("ears")
+        del ras
         guarded = brain_guard_parts(parts, guard_brain, zooms)
-        t2 = time.perf_counter()
-        return MaskPrediction(
-            face=guarded.face,
-            brain=brain,
+        clock.lap("guard")
+        result = MaskPrediction(
+            face=_from_ras(guarded.face, ornt),
+            brain=_from_ras(brain, ornt),
             face_raw_voxels=int(np.count_nonzero(guarded.face)) + guarded.guard_voxels,
             guard_voxels=guarded.guard_voxels,
-            seconds=t2 - t0,
-            timings={"predict": t1 - t0, "ears": t_ears, "guard": t2 - t1 - t_ears},
+            seconds=0.0,
             spacing_mm=spacing,
             guard_mm=guards,
-            guard_brain=guard_brain,
+            guard_brain=_from_ras(guard_brain, ornt),
             input_kind=kind,
         )
+        clock.lap("conform")
+        return dataclasses.replace(result, seconds=clock.total, timings=clock.laps)
+
+
+class _Clock:
+    """Seconds spent per named stage (laps of the same name add up)."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self.last
+        self.last = now
+
+    @property
+    def total(self) -> float:
+        return self.last - self.start
+
+
+def ear_zone_ras(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray) -> np.ndarray:
+    """The ear zone of :func:`bids_deface.anatomy.ear_zone` for an image ``data`` in RAS
+    axis order (voxel sizes ``zooms``) and its ``brain``, on that grid.
+
+    Computed on voxels of about 2 mm (block means of the image, any-brain blocks), then
+    brought back to the image's grid.
+    """
+    zooms = np.asarray(zooms, float)
+    f = np.maximum(1, np.floor(2.0 / zooms + 1e-6)).astype(int)
+    czooms = zooms * f
+    coarse_brain = block_reduce(brain, f, np.any)
+    zone = ear_zone(head_mask(block_reduce(data, f), czooms), coarse_brain, czooms)
+    full = np.zeros(data.shape, bool)
+    up = np.repeat(np.repeat(np.repeat(zone, f[0], 0), f[1], 1), f[2], 2)
+    full[: up.shape[0], : up.shape[1], : up.shape[2]] = up
+    return full
