@@ -131,6 +131,11 @@ def guard_distance_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     return fine.reshape([v for n, k in zip(shape, splits) for v in (n, k)]).min(axis=(1, 3, 5))
 
 
+#: Axes whose side is at most this times the finest are near-cubic for the guard: their
+#: excess over the finest side is taken off the distance as a whole (:func:`_between_slabs_mm`).
+NEAR_CUBIC = 1.1
+
+
 def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float = np.inf) -> np.ndarray:
     """Distance in mm from the tissue of every voxel to the nearest ``brain`` voxel, the
     tissue of each voxel spanning its slab (:func:`guard_distance_mm` for a brain given
@@ -144,24 +149,36 @@ def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     neighbouring voxel of the finest side. Offsets along the finest axes count in full.
     Distances up to ``limit_mm`` are exact; larger ones may come out larger.
 
+    Axes at most ``NEAR_CUBIC`` times the finest side (0.94 beside 0.9 mm, 0.41 beside
+    0.375 mm sub-slices) count their offsets in full, and the distance is then lowered by
+    the length of their excesses (``sqrt(sum((side - finest)**2))``, under 0.1 of the finest
+    side): never more than the exact distance, and one distance transform instead of one
+    per combination of slab offsets.
+
     Examples
     --------
     >>> brain = np.zeros((9, 1, 3), bool); brain[4, 0, 0] = True
     >>> d = _between_slabs_mm(brain, (1.0, 1.0, 5.0))
     >>> d[4, 0].tolist(), d[0, 0].tolist()
     ([0.0, 1.0, 6.0], [4.0, 4.123105625617661, 7.211102550927978])
+    >>> d = _between_slabs_mm(brain, (1.0, 1.05, 5.0))
+    >>> round(float(d[0, 0, 0]), 3)   # 4 mm in full along the first axis, less 0.05 mm
+    3.95
     """
     brain = np.asarray(brain, dtype=bool)
     z = np.asarray(zooms, dtype=float)
     lo = float(z.min())
-    thick = thick_axes(z)
+    shorter = z - lo
+    near = [a for a in thick_axes(z) if z[a] <= lo * NEAR_CUBIC]
+    thick = [a for a in thick_axes(z) if a not in near]
+    lower = float(np.sqrt(np.sum(shorter[near] ** 2)))
     if not thick or not brain.any():
-        return distance_mm(brain, z)
+        d = distance_mm(brain, z)
+        return np.maximum(d - lower, 0.0) if lower else d
     # distance within the same slab: a huge voxel side keeps the transform in-plane
     sampling = z.copy()
     sampling[thick] = 1e6
     in_slab = edt_mm(~brain, sampling)
-    shorter = z - lo
     reach = [min(brain.shape[a] - 1, int(np.ceil((min(limit_mm, 1e4) + shorter[a]) / z[a]))) for a in thick]
     best = np.full(brain.shape, np.inf)
     for offset in np.ndindex(*[2 * r + 1 for r in reach]):
@@ -179,7 +196,7 @@ def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
         shifted = np.full(brain.shape, np.inf)
         shifted[tuple(dst)] = in_slab[tuple(src)]
         np.minimum(best, np.sqrt(shifted ** 2 + across), out=best)
-    return best
+    return np.maximum(best - lower, 0.0) if lower else best
 
 
 def brain_guard_parts(

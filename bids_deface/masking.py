@@ -330,14 +330,16 @@ class FaceModel:
         factor = max(scale, MIN_SCALE) / shown_scale(scale)
         return tuple(round(s * factor, 3) for s in self.spacing_zyx)
 
-    def _labels_ras(self, ras: np.ndarray, ras_zooms: np.ndarray,
-                    spacing_zyx: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _labels_ras(self, ras: np.ndarray, ras_zooms: np.ndarray, spacing_zyx: tuple[float, ...] | None = None,
+                    clock: _Clock | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Label map and guard brain (:func:`upsample_labels`) of an image in RAS axis
         order (:func:`_to_ras`), with the model seeing it at ``spacing_zyx`` (nnU-Net's
         ``[z, y, x]`` order; default: the plan's): C-contiguous RAS arrays."""
         spacing = [float(z) for z in ras_zooms]
         # nnU-Net's NibabelIO convention: the network sees RAS [x, y, z] as [z, y, x]
         logits = self._network.logits(ras, spacing, (spacing_zyx or self.spacing_zyx)[::-1], axes=(2, 1, 0))
+        if clock is not None:
+            clock.lap("network")
         shape = [b.stop - b.start for b in logits.box]
         seg, brain = upsample_labels(logits.values, shape, spacing)
         out = []
@@ -348,6 +350,8 @@ class FaceModel:
             full = np.zeros([n * k for n, k in zip(logits.shape, splits)], part.dtype)
             full[where] = part
             out.append(full)
+        if clock is not None:
+            clock.lap("resample_back")
         return out[0], out[1]
 
     def _labels(self, img: nib.Nifti1Image,
@@ -400,8 +404,7 @@ class FaceModel:
         ras = np.ascontiguousarray(ras)
         zooms = tuple(float(z) for z in ras_zooms)
         clock.lap("conform")
-        seg, guard_brain = self._labels_ras(ras, ras_zooms)
-        clock.lap("network")
+        seg, guard_brain = self._labels_ras(ras, ras_zooms, clock=clock)
         brain = largest_component(seg == LABELS["brain"])
         kind = judge_input(ras, zooms, brain, seg == LABELS["face"], largest=True)
         clock.lap("input_kind")
@@ -417,8 +420,7 @@ class FaceModel:
         spacing = self.adapted_spacing(head_scale(brain, zooms, largest=True))
         if spacing != self.spacing_zyx:
             # a small head: once more, at the finer spacing that shows it larger
-            seg, guard_brain = self._labels_ras(ras, ras_zooms, spacing)
-            clock.lap("network")
+            seg, guard_brain = self._labels_ras(ras, ras_zooms, spacing, clock=clock)
         face = seg == LABELS["face"]
         brain = seg == LABELS["brain"]
         del seg

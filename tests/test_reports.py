@@ -71,12 +71,20 @@ def _load(path: Path):
 # --------------------------------------------------------------------------- renderer
 
 
+def _pixel(render, view: str, row: int, col: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """The render's pixel at the centre of the 1 mm voxel ``(row, col)`` of a view (the
+    surfaces are rendered on a grid of their own, ``reports.volume.RENDER_MM``)."""
+    row_mm, col_mm = render.pixel_mm[view]
+    return int((row + 0.5) / row_mm), int((col + 0.5) / col_mm)
+
+
 def test_render_shows_nose_before_and_not_after(files: dict[str, Path]) -> None:
     before, after = render_pair(_load(files["source"]), _load(files["defaced"]))
     plain, _ = render_pair(_load(files["nonose"]), None, threshold=before.threshold)
     assert after is not None
     x, _, z = NOSE
-    row, col = SHAPE[2] - 1 - z, SHAPE[0] - 1 - x  # front view: superior up, subject's R left
+    # front view: superior up, subject's R left
+    row, col = _pixel(before, "front", SHAPE[2] - 1 - z, SHAPE[0] - 1 - x)
     d_nose = before.depth["front"][row, col]
     d_plain = plain.depth["front"][row, col]
     d_after = after.depth["front"][row, col]
@@ -93,15 +101,16 @@ def test_render_shows_nose_before_and_not_after(files: dict[str, Path]) -> None:
 
 def test_profiles_face_the_right_way(files: dict[str, Path]) -> None:
     before, _ = render_pair(_load(files["source"]), None)
-    row = SHAPE[2] - 1 - NOSE[2]
     for view, side in (("left", "first"), ("right", "last")):
+        row = _pixel(before, view, SHAPE[2] - 1 - NOSE[2], 0)[0]
+        above = _pixel(before, view, SHAPE[2] - 1 - NOSE[2] - 12, 0)[0]  # a row above the nose
         hit = np.isfinite(before.depth[view])
         cols = np.flatnonzero(hit[row])
-        plain_cols = np.flatnonzero(hit[row - 12])  # a row above the nose
+        plain_cols = np.flatnonzero(hit[above])
         if side == "first":  # left profile: face on the viewer's left
-            assert cols[0] < plain_cols[0] - 3
+            assert cols[0] < plain_cols[0] - 2
         else:  # right profile: face on the viewer's right
-            assert cols[-1] > plain_cols[-1] + 3
+            assert cols[-1] > plain_cols[-1] + 2
     # no ray hits the air above the head in the front view
     assert not np.isfinite(before.depth["front"][0]).any()
 

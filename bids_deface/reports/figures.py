@@ -15,7 +15,7 @@ from PIL import Image
 
 from .mosaic import LABEL_COLOURS, PLANES, slice_mosaic
 from .surface import VIEWS, SurfaceRender, render_surface
-from .volume import RasVolume, head_threshold, mask_to_ras, render_spacing, to_isotropic, to_ras
+from .volume import RasVolume, head_threshold, label_values, mask_to_ras, render_spacing, to_isotropic, to_ras
 
 __all__ = ["RunFigures", "png_data_uri", "render_pair", "surface_images", "make_run_figures"]
 
@@ -169,10 +169,12 @@ def make_run_figures(
     renders: dict[str, dict[str, str]] = {}
     before, after = render_pair(src, dfc, threshold)
     crops = {view: _crop_box(before, view) for view in VIEWS}
-    renders["before"] = {v: png_data_uri(i) for v, i in surface_images(before, crops).items()}
+    # one pixel per mm (at least), whatever grid the surfaces were rendered on
+    px_per_mm = max(1.0, 1.0 / min(src.spacing))
+    renders["before"] = {v: png_data_uri(i) for v, i in surface_images(before, crops, px_per_mm).items()}
     if after is not None:
         same = dfc is not None and dfc.shape == src.shape
-        images = surface_images(after, crops if same else None)
+        images = surface_images(after, crops if same else None, px_per_mm)
         renders["after"] = {v: png_data_uri(i) for v, i in images.items()}
 
     labels_vol = None
@@ -189,7 +191,7 @@ def make_run_figures(
     }
     present: tuple[int, ...] = ()
     if labels_vol is not None:
-        values = set(np.unique(labels_vol.data).tolist())
+        values = set(label_values(labels_vol.data))
         present = tuple(v for v in LABEL_COLOURS if v in values)
     logger.debug("figures of %s made in %.2f s", Path(source).name, time.perf_counter() - t0)
     return RunFigures(renders=renders, mosaics=mosaics, labels=present, notes=tuple(notes))

@@ -60,8 +60,10 @@ def head_bbox(
 
 
 def window(data: np.ndarray, threshold: float) -> tuple[float, float]:
-    """Display range: from the lowest intensity (or 0) to the 99.5th percentile of the head."""
-    values = data[data > threshold]
+    """Display range: from the lowest intensity (or 0) to the 99.5th percentile of the head
+    (read on every other voxel along each axis of a large image)."""
+    sample = data[::2, ::2, ::2] if data.size > 8_000_000 else data
+    values = sample[sample > threshold]
     if values.size > 1_000_000:
         values = values[:: values.size // 1_000_000]
     lo = min(float(data.min()), 0.0)
