@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["distance_mm", "edt_mm", "set_threads", "orbit_level", "block_reduce", "largest_component", "drop_small_components",
+__all__ = ["distance_mm", "edt_mm", "set_threads", "bounding_box", "orbit_level", "block_reduce", "largest_component", "drop_small_components",
            "head_mask", "pinnae", "hull_per_side", "ear_zone", "drop_behind_ears", "EAR_BEHIND_MM"]
 
 
@@ -61,11 +61,48 @@ def orbit_level(brain_points: np.ndarray) -> tuple[float, float]:
 
 def block_reduce(data: np.ndarray, factors: Sequence[int], reducer=np.mean) -> np.ndarray:  # type: ignore[no-untyped-def]
     """Reduce ``data`` by blocks of ``factors`` voxels (``np.mean``, ``np.any``, ...),
-    dropping the incomplete blocks at the far ends."""
+    dropping the incomplete blocks at the far ends.
+
+    ``np.mean`` and ``np.any`` add up (or OR) the strided views of the blocks' voxels,
+    an order of magnitude faster than a reduction over a 6D view.
+
+    >>> a = np.arange(16.0).reshape(4, 4, 1)
+    >>> block_reduce(a, (2, 2, 1))[:, :, 0].tolist(), block_reduce(a > 13, (2, 2, 1), np.any)[:, :, 0].tolist()
+    ([[2.5, 4.5], [10.5, 12.5]], [[False, False], [False, True]])
+    """
     f = [int(v) for v in factors]
     n = [s // k for s, k in zip(data.shape[:3], f)]
     cropped = data[: n[0] * f[0], : n[1] * f[1], : n[2] * f[2]]
+    if reducer is np.any or reducer is np.mean:
+        views = (cropped[o[0]::f[0], o[1]::f[1], o[2]::f[2]] for o in np.ndindex(*f))
+        if reducer is np.any:
+            out = np.zeros(n, bool)
+            for view in views:
+                out |= view
+            return out
+        out = np.zeros(n, np.result_type(cropped.dtype, np.float32))
+        for view in views:
+            out += view
+        return out / np.prod(f)
     return reducer(cropped.reshape(n[0], f[0], n[1], f[1], n[2], f[2]), axis=(1, 3, 5))
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box (slices) holding every ``True`` voxel of ``mask`` (``mask``'s
+    whole grid when it has none)."""
+    box = []
+    for axis in range(mask.ndim):
+        where = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(where[0]), int(where[-1]) + 1) if where.size else slice(0, mask.shape[axis]))
+    return tuple(box)
+
+
+def _label(mask: np.ndarray) -> tuple[np.ndarray, int, tuple[slice, ...]]:
+    """``ndimage.label`` of ``mask`` within its bounding box (the same parts, numbered the
+    same, as over the whole grid), and that box."""
+    box = bounding_box(mask)
+    labels, n = ndimage.label(mask[box])
+    return labels, n, box
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -76,12 +113,14 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     >>> np.flatnonzero(largest_component(m)).tolist()
     [5, 6, 7, 8]
     """
-    labels, n = ndimage.label(mask)
+    labels, n, box = _label(mask)
     if n < 2:
         return mask
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    return labels == sizes.argmax()
+    out = np.zeros(mask.shape, bool)
+    out[box] = labels == sizes.argmax()
+    return out
 
 
 def drop_small_components(mask: np.ndarray, zooms: Sequence[float], min_ml: float) -> np.ndarray:
@@ -93,13 +132,15 @@ def drop_small_components(mask: np.ndarray, zooms: Sequence[float], min_ml: floa
     1000
     """
     mask = np.asarray(mask, dtype=bool)
-    labels, n = ndimage.label(mask)
+    labels, n, box = _label(mask)
     if n == 0:
         return mask
     sizes = np.bincount(labels.ravel())[1:] * (float(np.prod(zooms)) / 1000.0)
     keep = np.zeros(n + 1, dtype=bool)
     keep[1:] = sizes >= min_ml
-    return keep[labels]
+    out = np.zeros(mask.shape, bool)
+    out[box] = keep[labels]
+    return out
 
 
 def head_mask(data: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
@@ -230,14 +271,17 @@ def drop_behind_ears(face: np.ndarray, brain: np.ndarray, zooms: Sequence[float]
     back = _EarReference.of(brain, zooms).back
     if not np.isfinite(back):
         return face
-    labels, n = ndimage.label(face)
+    labels, n, box = _label(face)
     # the most anterior position of each part along the y (posterior -> anterior) axis
     front = np.full(n + 1, -np.inf)
-    y_mm = np.nonzero(face)[1] * zooms[1]
-    np.maximum.at(front, labels[face], y_mm)
+    inside = labels > 0
+    y_mm = (np.nonzero(inside)[1] + box[1].start) * zooms[1]
+    np.maximum.at(front, labels[inside], y_mm)
     keep = front >= back
     keep[0] = False
-    return keep[labels]
+    out = np.zeros(face.shape, bool)
+    out[box] = keep[labels]
+    return out
 
 
 def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_mm: float = 2.0,

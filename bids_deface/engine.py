@@ -33,6 +33,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .anatomy import bounding_box
+
 __all__ = ["Logits", "Network", "ONNX_NAME", "checkpoint_sha256", "sliding_window_starts",
            "gaussian_importance", "target_shape"]
 
@@ -223,12 +225,7 @@ class Network:
         if new_spacing is None:
             new_spacing = [self.spacing[axes.index(a)] for a in range(3)]
         new_spacing = tuple(float(s) for s in new_spacing)
-        nonzero = data != 0
-        box = []
-        for axis in range(3):
-            where = np.flatnonzero(np.any(nonzero, axis=tuple(b for b in range(3) if b != axis)))
-            box.append(slice(int(where[0]), int(where[-1]) + 1) if where.size else slice(0, data.shape[axis]))
-        del nonzero
+        box = bounding_box(data != 0)
         crop = torch.from_numpy(np.ascontiguousarray(data[tuple(box)], dtype=np.float32))
         mean, std = crop.mean(), crop.std()
         crop = (crop - mean) / max(float(std), 1e-8)

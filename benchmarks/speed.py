@@ -1,0 +1,271 @@
+"""Speed of bids-deface per stage, on three grids and a 20-image dataset, beside the I/O
+floor and a peer defacer, all in one run. Writes a Markdown table.
+
+Usage::
+
+    python benchmarks/speed.py [--threads 2] [--repeats 3] [--markdown docs/performance-table.md]
+    python benchmarks/speed.py --device cuda ...
+
+Images (all made from the real head pycortex S1, 1 mm, never used in training):
+
+* ``1 mm``: 256×256×176 at 1 mm, stored sagittally (int16);
+* ``clinical 0.4 mm``: 512×512×120 at 0.41×0.41×1.5 mm, axial (linear resampling);
+* ``5 mm axial``: 256×256×51 at 1×1×5 mm (5-slice averages: thick slices' partial volume);
+* ``dataset``: 20 subjects, each the 1 mm image, through ``bids-deface … participant``
+  (one process: model loaded once, reports included).
+
+Each image case runs in a fresh process (its peak RSS is its own): the stages of one
+participant run as the app does them (read, conform, network, resample back, input kind,
+clean, ears, guard, apply, write, figures, report), median of ``--repeats`` runs after one
+warm-up; the I/O floor (read + write of the same ``.nii.gz``) and quickshear 1.2 (PyPI;
+given the model's brain mask, its own read and write included) are timed in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CASES = ("1 mm", "clinical 0.4 mm", "5 mm axial")
+STAGES = ("read", "conform", "network", "resample_back", "input_kind", "clean", "ears", "guard",
+          "apply", "write", "figures", "report")
+
+
+def source_head() -> nib.Nifti1Image:
+    """pycortex S1 in RAS (256³ at 1 mm), fetched into ``cache/sources`` if missing."""
+    from bids_deface.training.fetch import fetch_all
+
+    src = REPO / "cache" / "sources" / "pycortex_s1.nii.gz"
+    if not src.exists():
+        fetch_all(src.parent, only=["pycortex"])
+    return nib.as_closest_canonical(nib.load(src))
+
+
+def case_image(name: str) -> nib.Nifti1Image:
+    """The benchmark image of case ``name`` (see the module docstring)."""
+    import torch
+
+    ras = source_head()
+    data = ras.get_fdata(dtype=np.float32)
+    if name == "1 mm":
+        x0 = (data.shape[0] - 176) // 2
+        # a sagittal acquisition: 256×256 in-plane (A-P, I-S), 176 slices left to right
+        sag = np.ascontiguousarray(np.transpose(data[x0:x0 + 176], (1, 2, 0)))
+        affine = ras.affine[:, [1, 2, 0, 3]].copy()
+        affine[:3, 3] = ras.affine[:3, 3] + ras.affine[:3, 0] * x0
+        return _image(sag, affine)
+    if name == "clinical 0.4 mm":
+        shape, zooms = (512, 512, 120), (0.41, 0.41, 1.5)
+        extent = np.asarray(shape) * zooms  # 210 × 210 × 180 mm around the head's centre
+        lo = np.floor((np.asarray(data.shape) - extent) / 2).astype(int)
+        sub = data[tuple(slice(int(a), int(a + np.ceil(e))) for a, e in zip(lo, extent))]
+        x = torch.from_numpy(np.ascontiguousarray(sub))[None, None]
+        out = torch.nn.functional.interpolate(x, size=list(shape), mode="trilinear", align_corners=False)[0, 0]
+        # new voxel i lies at old index lo + (i + 0.5) × scale - 0.5 (linear, align_corners=False)
+        scale = np.asarray(sub.shape, float) / shape
+        grid = np.diag([*scale, 1.0])
+        grid[:3, 3] = lo + 0.5 * scale - 0.5
+        return _image(out.numpy(), ras.affine @ grid)
+    if name == "5 mm axial":
+        n = data.shape[2] // 5
+        slabs = data[:, :, : n * 5].reshape(data.shape[0], data.shape[1], n, 5).mean(-1)
+        affine = ras.affine @ np.diag([1.0, 1.0, 5.0, 1.0])
+        affine[:3, 3] = (ras.affine @ np.r_[0.0, 0.0, 2.0, 1.0])[:3]
+        return _image(slabs, affine)
+    raise ValueError(name)
+
+
+def _image(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    img = nib.Nifti1Image(np.round(data).astype(np.int16), affine)
+    img.set_qform(affine, 1)
+    img.set_sform(affine, 1)
+    return img
+
+
+def run_case(name: str, threads: int, repeats: int, device: str) -> dict:
+    """Time one image case in this process (see the module docstring)."""
+    from bids_deface.data import default_model_dir
+    from bids_deface.deface import deface_image
+    from bids_deface.io import load_nifti, save_mask_like, save_raw_like
+    from bids_deface.masking import FaceModel
+    from bids_deface.reports.core import ReportRun, render_template, subject_context
+    from bids_deface.reports.figures import make_run_figures
+
+    img = case_image(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        path = tmp / "sub-01_T1w.nii.gz"
+        nib.save(img, path)
+        model = FaceModel(default_model_dir(), device=device, threads=threads)
+        io_floor, runs, quick = [], [], []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            src = load_nifti(path)
+            np.asanyarray(src.dataobj)
+            save_raw_like(np.asanyarray(src.dataobj.get_unscaled()), src, tmp / "copy.nii.gz")
+            io_floor.append(time.perf_counter() - t0)
+
+            stages: dict[str, float] = {}
+            t0 = time.perf_counter()
+            src = load_nifti(path)
+            np.asanyarray(src.dataobj)
+            stages["read"] = time.perf_counter() - t0
+            pred = model.predict(src)
+            stages.update(pred.timings)
+            t0 = time.perf_counter()
+            raw = deface_image(src, pred.face)
+            stages["apply"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            defaced, mask = tmp / "sub-01_desc-defaced_T1w.nii.gz", tmp / "sub-01_desc-face_mask.nii.gz"
+            save_raw_like(raw, src, defaced)
+            save_mask_like(pred.face, src, mask)
+            stages["write"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            figures = make_run_figures(path, defaced, mask)
+            stages["figures"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            run = ReportRun(name=path.name, source=path, defaced=defaced, mask=mask, status="ok")
+            (tmp / "sub-01.html").write_text(render_template("subject.html.j2",
+                                                             subject_context("01", [run], [figures])))
+            stages["report"] = time.perf_counter() - t0
+            runs.append(stages)
+            quick.append(_quickshear(path, pred.brain, src, tmp))
+        runs, io_floor, quick = runs[1:], io_floor[1:], quick[1:]
+    total = [sum(r.values()) for r in runs]
+    return {
+        "case": name,
+        "shape": list(img.shape),
+        "zooms": [round(float(z), 3) for z in img.header.get_zooms()[:3]],
+        "voxels": int(np.prod(img.shape)),
+        "stages": {s: statistics.median(r.get(s, 0.0) for r in runs) for s in STAGES},
+        "total": statistics.median(total),
+        "totals": total,
+        "io_floor": statistics.median(io_floor),
+        "quickshear": statistics.median(quick),
+        "model_load": None,
+        "backend": model._network.backend,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _quickshear(path: Path, brain: np.ndarray, src: nib.Nifti1Image, tmp: Path) -> float:
+    """quickshear with the model's brain mask: read, shear, write (its own code)."""
+    import quickshear
+
+    mask_path = tmp / "brain.nii.gz"
+    nib.save(nib.Nifti1Image(brain.astype(np.uint8), src.affine), mask_path)
+    t0 = time.perf_counter()
+    out = quickshear.quickshear(nib.load(path), nib.load(mask_path))
+    nib.save(out, tmp / "quickshear.nii.gz")
+    return time.perf_counter() - t0
+
+
+def run_dataset(threads: int, device: str, subjects: int = 20) -> dict:
+    """``bids-deface … participant`` on ``subjects`` copies of the 1 mm image, in this process."""
+    from bids_deface.cli.run import main
+
+    img = case_image("1 mm")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "ds"
+        root.mkdir()
+        (root / "dataset_description.json").write_text(json.dumps(
+            {"Name": "speed", "BIDSVersion": "1.9.0", "Authors": ["A", "B"]}))
+        for i in range(1, subjects + 1):
+            anat = root / f"sub-{i:02d}" / "anat"
+            anat.mkdir(parents=True)
+            nib.save(img, anat / f"sub-{i:02d}_T1w.nii.gz")
+        t0 = time.perf_counter()
+        code = main([str(root), str(Path(tmp) / "out"), "participant", "--nprocs", str(threads),
+                     "--device", device, "--skip-bids-validation", "--no-progress"])
+        wall = time.perf_counter() - t0
+    return {"case": "dataset", "subjects": subjects, "exit": code, "wall": wall,
+            "per_image": wall / subjects, "images_per_s": subjects / wall,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _child(args: list[str], threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, __file__, *args], env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(results: list[dict], threads: int, device: str) -> str:
+    import torch
+
+    cases = [r for r in results if r["case"] != "dataset"]
+    lines = ["| stage (s, median) | " + " | ".join(r["case"] for r in cases) + " |",
+             "|---" * (len(cases) + 1) + "|"]
+    lines.append("| grid | " + " | ".join(
+        "×".join(map(str, r["shape"])) + " at " + "×".join(f"{z:g}" for z in r["zooms"]) + " mm" for r in cases) + " |")
+    for stage in STAGES:
+        lines.append(f"| {stage.replace('_', ' ')} | " + " | ".join(f"{r['stages'][stage]:.2f}" for r in cases) + " |")
+    lines.append("| **total, end to end** | " + " | ".join(f"**{r['total']:.2f}**" for r in cases) + " |")
+    lines.append("| all runs | " + " | ".join(", ".join(f"{t:.2f}" for t in r["totals"]) for r in cases) + " |")
+    lines.append("| I/O floor: read + write .nii.gz | " + " | ".join(f"{r['io_floor']:.2f}" for r in cases) + " |")
+    lines.append("| total / I/O floor | " + " | ".join(f"{r['total'] / r['io_floor']:.1f}×" for r in cases) + " |")
+    lines.append("| quickshear 1.2 (given a brain mask) | " + " | ".join(f"{r['quickshear']:.2f}" for r in cases) + " |")
+    lines.append("| total / quickshear | " + " | ".join(f"{r['total'] / r['quickshear']:.1f}×" for r in cases) + " |")
+    lines.append("| peak RSS (MB) | " + " | ".join(f"{r['rss_mb']:.0f}" for r in cases) + " |")
+    ds = next((r for r in results if r["case"] == "dataset"), None)
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.processor() or 'unknown CPU'}), "
+               f"{threads} threads, network in {cases[0]['backend']}")
+    if device == "cuda":
+        machine += f", GPU {torch.cuda.get_device_name()}"
+    text = f"Machine: {machine}; Python {platform.python_version()}, torch {torch.__version__}.\n\n"
+    text += "\n".join(lines) + "\n"
+    if ds:
+        text += (f"\nDataset of {ds['subjects']} 1 mm images through `bids-deface … participant` "
+                 f"(one process: start, model load, every run, every report): **{ds['wall']:.1f} s**, "
+                 f"{ds['per_image']:.2f} s per image, {ds['images_per_s']:.2f} images/s, "
+                 f"peak RSS {ds['rss_mb']:.0f} MB (exit code {ds['exit']}).\n")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--subjects", type=int, default=20)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    if args.case:
+        print(json.dumps(run_case(args.case, args.threads, args.repeats, args.device)))
+        return 0
+    if args.dataset:
+        print(json.dumps(run_dataset(args.threads, args.device, args.subjects)))
+        return 0
+    common = ["--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
+    results = []
+    for case in CASES:
+        results.append(_child([*common, "--case", case], args.threads))
+        print(f"{case}: {results[-1]['total']:.2f} s", file=sys.stderr)
+    results.append(_child([*common, "--dataset", "--subjects", str(args.subjects)], args.threads))
+    text = table(results, args.threads, args.device)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
