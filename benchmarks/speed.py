@@ -3,8 +3,11 @@ floor and a peer defacer, all in one run. Writes a Markdown table.
 
 Usage::
 
-    python benchmarks/speed.py [--threads 2] [--repeats 3] [--markdown docs/performance-table.md]
-    python benchmarks/speed.py --device cuda ...
+    python benchmarks/speed.py [--threads 2] [--repeats 3] [--markdown docs/performance.md]
+    python benchmarks/speed.py --device cuda --threads 2 --markdown docs/performance.md
+
+``--markdown`` writes the table into the file between the lines ``<!-- speed: cpu -->`` (or
+``gpu``) and ``<!-- /speed -->``, or, where the file has no such lines, as the whole file.
 
 Images (all made from the real head pycortex S1, 1 mm, never used in training):
 
@@ -234,6 +237,19 @@ def table(results: list[dict], threads: int, device: str) -> str:
     return text
 
 
+def write_table(path: Path, text: str, device: str) -> None:
+    """Put ``text`` between the markers of ``device`` in ``path`` (see the module docstring)."""
+    start, end = f"<!-- speed: {'gpu' if device == 'cuda' else 'cpu'} -->", "<!-- /speed -->"
+    page = path.read_text() if path.exists() else ""
+    if start in page:
+        head, rest = page.split(start, 1)
+        tail = rest.split(end, 1)[1] if end in rest else ""
+        page = f"{head}{start}\n{text}{end}{tail}"
+    else:
+        page = text
+    path.write_text(page)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -261,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(results, args.threads, args.device)
     print(text)
     if args.markdown:
-        args.markdown.write_text(text)
+        write_table(args.markdown, text, args.device)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -166,20 +166,27 @@ class Network:
         folds = sorted(p for p in self.model_dir.glob("fold_*") if (p / checkpoint).is_file())
         if not folds:
             raise FileNotFoundError(f"no fold_*/{checkpoint} in {self.model_dir}")
-        self.checkpoint = folds[0] / checkpoint
-        self._session = self._onnx_session() if onnx and device.type == "cpu" else None
-        self._torch = None if self._session is not None else self._torch_network(config["architecture"])
+        # several folds (e.g. nnU-Net's five cross-validation folds) are an ensemble: their
+        # logits are averaged, as nnU-Net's predictor does
+        self.checkpoints = [p / checkpoint for p in folds]
+        self.checkpoint = self.checkpoints[0]
+        single = len(self.checkpoints) == 1
+        self._session = self._onnx_session() if onnx and single and device.type == "cpu" else None
+        self._nets = [] if self._session is not None else [
+            self._torch_network(config["architecture"], path) for path in self.checkpoints]
         self._gauss = gaussian_importance(self.patch)
         self.backend = "onnxruntime" if self._session is not None else f"torch ({device.type})"
+        if len(self.checkpoints) > 1:
+            self.backend += f", {len(self.checkpoints)} folds averaged"
 
-    def _torch_network(self, architecture: dict) -> torch.nn.Module:
+    def _torch_network(self, architecture: dict, checkpoint: Path) -> torch.nn.Module:
         cls = pydoc.locate(architecture["network_class_name"])
         kwargs = dict(architecture["arch_kwargs"])
         for key in architecture.get("_kw_requires_import", ()):
             if kwargs.get(key) is not None:
                 kwargs[key] = pydoc.locate(kwargs[key])
         net = cls(input_channels=1, num_classes=self.classes, deep_supervision=False, **kwargs)  # type: ignore[misc]
-        state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
         net.load_state_dict({k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()})
         if self.threads:
             torch.set_num_threads(int(self.threads))
@@ -210,7 +217,10 @@ class Network:
             return self._session.run(None, {"image": patch[None, None]})[0][0]
         with torch.inference_mode():
             x = torch.from_numpy(patch)[None, None].to(self.device)
-            return self._torch(x)[0].float().cpu().numpy()
+            total = self._nets[0](x)[0].float()
+            for net in self._nets[1:]:
+                total += net(x)[0].float()
+            return (total / len(self._nets)).cpu().numpy()
 
     def logits(self, data: np.ndarray, spacing: Sequence[float], new_spacing: Sequence[float] | None = None,
                axes: Sequence[int] = (0, 1, 2)) -> Logits:
@@ -257,8 +267,10 @@ def export_onnx(model_dir: Path, checkpoint: str = "checkpoint_final.pth") -> Pa
     from onnx import helper, numpy_helper
 
     model_dir = Path(model_dir)
-    net = Network(model_dir, torch.device("cpu"), onnx=False)
-    torch_net = net._torch
+    net = Network(model_dir, torch.device("cpu"), checkpoint=checkpoint, onnx=False)
+    if len(net.checkpoints) != 1:
+        raise ValueError(f"{model_dir}: ONNX export of a single fold only, found {len(net.checkpoints)}")
+    torch_net = net._nets[0]
     path = model_dir / ONNX_NAME
     tmp = path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings():

@@ -75,3 +75,26 @@ def test_stale_onnx_is_not_used_and_export_renews_it(tmp_path: Path, caplog: pyt
     a = renewed.sliding_window(x)
     b = net.sliding_window(x)
     assert np.abs(a - b).max() < 1e-2 * np.abs(b).max()
+
+
+def test_several_folds_are_averaged(tmp_path: Path) -> None:
+    """A model folder with several folds (nnU-Net's cross-validation) averages their logits."""
+    folders = []
+    for name, factor in (("a", 1.0), ("b", 1.02)):
+        folder = Path(shutil.copytree(default_model_dir(), tmp_path / name))
+        (folder / ONNX_NAME).unlink()
+        path = folder / "fold_all" / "checkpoint_final.pth"
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt["network_weights"] = {k: v * factor if torch.is_floating_point(v) else v
+                                   for k, v in ckpt["network_weights"].items()}
+        torch.save(ckpt, path)
+        folders.append(folder)
+    both = Path(shutil.copytree(folders[0], tmp_path / "both"))
+    (both / "fold_all").rename(both / "fold_0")
+    shutil.copytree(folders[1] / "fold_all", both / "fold_1")
+    x = np.random.default_rng(1).normal(size=(48, 64, 64)).astype(np.float32)
+    single = [Network(f, torch.device("cpu")).sliding_window(x) for f in folders]
+    ensemble = Network(both, torch.device("cpu"))
+    assert "2 folds averaged" in ensemble.backend
+    assert np.abs(single[0] - single[1]).max() > 1e-3
+    assert np.allclose(ensemble.sliding_window(x), (single[0] + single[1]) / 2, atol=1e-4)
