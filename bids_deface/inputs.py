@@ -5,6 +5,8 @@ a flag. The checks here do not trust the face model's face label; they use the i
 intensities and the model's brain only as a reference position:
 
 * ``empty`` — the image is constant, or almost all of it is zero;
+* ``not_head`` — fewer than ``MIN_LEVELS`` distinct intensities: a mask, a label map or a
+  drawn object;
 * ``noise`` — neighbouring voxels are uncorrelated (a real image, at any resolution and
   contrast, has strongly correlated neighbours);
 * ``not_head`` — the model finds no brain of a plausible size (under ``MIN_BRAIN_ML``, a
@@ -28,13 +30,16 @@ import numpy as np
 from .anatomy import block_reduce, distance_mm, head_mask, largest_component
 
 __all__ = ["InputKind", "judge_input", "neighbour_correlation", "KIND_FLAGS",
-           "MIN_BRAIN_ML", "FACE_TISSUE_ML", "FACE_REACH_MM", "NOISE_CORRELATION"]
+           "MIN_BRAIN_ML", "MIN_LEVELS", "FACE_TISSUE_ML", "FACE_REACH_MM", "NOISE_CORRELATION"]
 
 #: Brain volume below which the model is taken to have found no brain (mL).
 MIN_BRAIN_ML = 40.0
 #: Tissue farther than ``FACE_REACH_MM`` from the brain needed for a face to be there (mL).
 FACE_TISSUE_ML = 8.0
 FACE_REACH_MM = 15.0
+#: An image with fewer distinct intensities than this (on a lattice of ~1 M voxels) is a
+#: mask, a label map or a drawn object, not an MR image of a head.
+MIN_LEVELS = 16
 #: Neighbour correlation below which an image is taken for noise.
 NOISE_CORRELATION = 0.3
 #: The flag each kind writes into the sidecar and the report (``head`` has none).
@@ -107,6 +112,10 @@ def judge_input(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
         data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     if float(np.ptp(data)) == 0.0 or np.count_nonzero(data) < 0.001 * data.size:
         return InputKind("empty", 0.0, 0.0, 0.0)
+    step = max(1, int(round((data.size / 1_000_000) ** (1 / 3))))
+    if np.unique(data[::step, ::step, ::step]).size < MIN_LEVELS:
+        # a mask, a label map or a drawn object: no MR image has so few intensities
+        return InputKind("not_head", 0.0, 0.0, 1.0)
     corr = neighbour_correlation(data, zooms)
     brain = np.asarray(brain, bool)
     if not largest:

@@ -12,7 +12,8 @@ import numpy as np
 from nibabel.openers import ImageOpener
 from nibabel.volumeutils import array_to_file
 
-__all__ = ["load_nifti", "save_raw_like", "save_mask_like", "atomic_path"]
+__all__ = ["load_nifti", "save_raw_like", "save_mask_like", "atomic_path", "remove_stale_temporaries",
+           "MAX_VOXELS"]
 
 
 def _fsync(path: Path) -> None:
@@ -39,7 +40,7 @@ class _Atomic:
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         suffix = "".join(self.path.suffixes)
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name.split('.')[0]}.", suffix=suffix,
+        fd, name = tempfile.mkstemp(prefix=_temporary_prefix(self.path), suffix=suffix,
                                     dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(name)
@@ -61,22 +62,98 @@ class _Atomic:
             self.tmp.unlink(missing_ok=True)
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{Path(path).name.split('.')[0]}."
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files that an interrupted :func:`atomic_path` of ``path`` left
+    (a process killed mid-write); returns them. Only ``path``'s own temporaries match."""
+    path = Path(path)
+    suffix = "".join(path.suffixes)
+    stale = [p for p in path.parent.glob(_temporary_prefix(path) + "*")
+             if p.is_file() and p.name.endswith(suffix) and p != path]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_path(path: Path) -> _Atomic:
     """``with atomic_path(p) as tmp: write(tmp)`` makes ``p`` appear complete or not at all."""
     return _Atomic(path)
 
 
+#: The most voxels an input may claim (8 × 1024³: a 0.1 mm whole head; more is a broken header).
+MAX_VOXELS = 8 * 1024 ** 3
+
+
 def load_nifti(path: Path) -> nib.Nifti1Image:
-    """Load a NIfTI-1 or NIfTI-2 file; raise ``ValueError`` with the reason if it is unusable."""
+    """Load a NIfTI-1 or NIfTI-2 file; raise ``ValueError`` naming the file and the reason
+    when it is unusable.
+
+    Checked before any voxel is read: the file is not empty (a placeholder of content not
+    downloaded), it is a NIfTI image of 3 dimensions (or 4, volumes last) and of real
+    scalar voxels (not complex, not RGB), its header does not claim an absurd size
+    (``MAX_VOXELS``), and the file holds as many bytes of voxels as the header says (a
+    ``.nii.gz``: by the uncompressed size its gzip trailer records, a whole read confirms a
+    mismatch): truncated files and broken headers fail here, with a message, instead of
+    deep in the pipeline or with a memory error.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): a placeholder of content that was not downloaded?")
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for broken files
         raise ValueError(f"cannot read {path}: {exc}") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ValueError(f"{path} is not a NIfTI image")
-    if len(img.shape) < 3 or min(img.shape[:3]) < 2:
-        raise ValueError(f"{path} has shape {img.shape}: a 3D volume is needed")
+    shape = img.shape
+    if len(shape) < 3 or min(shape[:3]) < 2:
+        raise ValueError(f"{path} has shape {shape}: a 3D volume is needed")
+    if len(shape) > 4:
+        raise ValueError(f"{path} has shape {shape}: 3D or 4D (volumes last) images only")
+    dtype = img.header.get_data_dtype()
+    if dtype.fields is not None:
+        raise ValueError(f"{path} holds RGB voxels: a structural image of real values is needed")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(f"{path} holds complex voxels ({dtype}): a structural image of real values is "
+                         "needed (its magnitude)")
+    voxels = int(np.prod([int(n) for n in shape], dtype=object))
+    if voxels > MAX_VOXELS:
+        raise ValueError(f"{path}: the header claims {'×'.join(map(str, shape))} voxels "
+                         f"({voxels:.3g}), more than any head image holds: a broken header?")
+    _check_length(path, img, voxels * dtype.itemsize)
     return img
+
+
+def _check_length(path: Path, img: nib.Nifti1Image, data_bytes: int) -> None:
+    """Raise ``ValueError`` when ``path`` holds fewer bytes of voxels than its header says."""
+    offset = int(getattr(img.dataobj, "offset", 0) or 0)
+    expected = offset + data_bytes
+    if path.name.endswith(".gz"):
+        with open(path, "rb") as fobj:
+            fobj.seek(-4, os.SEEK_END)
+            recorded = int.from_bytes(fobj.read(4), "little")  # uncompressed size mod 2**32
+        if recorded == expected % 2 ** 32:
+            return
+        # not a single gzip member of that size (truncated, or several members): read it
+        try:
+            with ImageOpener(str(path), "rb") as fobj:
+                length = 0
+                while chunk := fobj.read(1 << 24):
+                    length += len(chunk)
+        except Exception as exc:  # EOFError, zlib.error, OSError
+            raise ValueError(f"cannot read {path}: the compressed file is truncated or corrupt ({exc})") from exc
+    else:
+        length = path.stat().st_size
+    if length < expected:
+        raise ValueError(f"{path} holds {length} bytes, its header needs {expected}: "
+                         "the file is truncated (or its header is wrong)")
 
 
 def save_raw_like(raw: np.ndarray, reference: nib.Nifti1Image, path: Path) -> None:

@@ -31,7 +31,7 @@ from .bids.outputs import (
 )
 from .deface import deface_image
 from .errors import MissingContentError, ModelError
-from .io import atomic_path, load_nifti, save_mask_like, save_raw_like
+from .io import atomic_path, load_nifti, remove_stale_temporaries, save_mask_like, save_raw_like
 
 __all__ = [
     "Prediction",
@@ -246,6 +246,9 @@ def process_run(
     assert checksum is not None
     # the sidecar marks completion: drop it before rewriting anything
     paths.defaced_json.unlink(missing_ok=True)
+    for product in paths.products:
+        for stale in remove_stale_temporaries(product):
+            logger.debug("removed %s, left by an interrupted run", stale)
 
     img = load_nifti(run.path)
     masker = get_masker()

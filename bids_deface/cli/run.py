@@ -57,7 +57,10 @@ def _logging(settings: Settings, progress: bool) -> Iterator[Path | None]:
     package = logging.getLogger("bids_deface")
     root = logging.getLogger()
     console = _CONSOLE
-    console.setStream(sys.stderr)
+    try:
+        console.setStream(sys.stderr)
+    except ValueError:  # the stream of an earlier in-process invocation was closed since
+        console.stream = sys.stderr
     console.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
     console.setLevel(_console_level(settings.verbosity, progress))
     old = (package.level, root.level)

@@ -1,0 +1,255 @@
+"""Bad inputs, a run killed mid-write, and participants run in parallel into one output:
+the app with the shipped model on a real head (pycortex S1 at 2 mm) and broken copies of it.
+
+Every scenario checksums the input tree before and after: it is never modified.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_deface.bids.validate import run_validator
+from bids_deface.cli.run import main
+from bids_deface.errors import EXIT_OK, EXIT_RUN_FAILED
+
+pytestmark = pytest.mark.slow
+
+
+def _digest(root: Path) -> dict[str, str]:
+    """Checksum of every file and link target of a tree (links are not followed)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _dataset(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps(
+        {"Name": "robustness", "BIDSVersion": "1.10.0", "Authors": ["A. Tester", "B. Tester"]}))
+    (root / "README").write_text("Generated for tests.\n")
+    return root
+
+
+def _t1w(root: Path, subject: str) -> Path:
+    anat = root / f"sub-{subject}" / "anat"
+    anat.mkdir(parents=True, exist_ok=True)
+    return anat / f"sub-{subject}_T1w.nii.gz"
+
+
+def _save(root: Path, subject: str, data: np.ndarray, affine: np.ndarray,
+          img: nib.Nifti1Image | None = None) -> Path:
+    path = _t1w(root, subject)
+    nib.save(img if img is not None else nib.Nifti1Image(data, affine), path)
+    return path
+
+
+#: subject -> the words its one-line error must hold (besides the file's path)
+FAILS = {
+    "truncated": "truncated",
+    "zerobyte": "empty (0 bytes)",
+    "brokenlink": "not present",
+    "twod": "a 3D volume is needed",
+    "complex": "complex voxels",
+    "rgb": "RGB voxels",
+    "hugeheader": "header claims",
+    "shortheader": "truncated",
+}
+#: subject -> the flag of an image that comes out unchanged
+UNCHANGED = {"zeros": "empty_image", "noise": "noise_image", "phantom": "not_a_head"}
+DEFACED = ("good", "fourd", "naninf", "oblique", "sheared", "qformsform")
+
+
+@pytest.fixture(scope="module")
+def bad_dataset(tmp_path_factory: pytest.TempPathFactory, s1_2mm: nib.Nifti1Image) -> Path:
+    root = _dataset(tmp_path_factory.mktemp("bad") / "bids")
+    head = np.asanyarray(s1_2mm.dataobj).astype(np.int16)
+    aff = s1_2mm.affine
+    good = _save(root, "good", head, aff)
+    raw = good.read_bytes()
+    _t1w(root, "truncated").write_bytes(raw[: len(raw) // 2])
+    _t1w(root, "zerobyte").write_bytes(b"")
+    os.symlink("../../.git/annex/objects/XX/SHA256E-s1--0.nii.gz", _t1w(root, "brokenlink"))
+    _save(root, "twod", head[:, :, 40:41], aff)
+    _save(root, "fourd", np.stack([head, head // 2], -1), aff)
+    f = head.astype(np.float32)
+    f[0, 0, 0], f[1, 1, 1] = np.nan, np.inf
+    _save(root, "naninf", f, aff)
+    _save(root, "complex", head.astype(np.complex64), aff)
+    rgb = np.zeros(head.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["R"] = np.clip(head // 4, 0, 255)
+    _save(root, "rgb", rgb, aff)
+    _save(root, "zeros", np.zeros_like(head), aff)
+    _save(root, "noise", np.random.default_rng(0).integers(0, 1000, head.shape).astype(np.int16), aff)
+    i, j, k = np.indices(head.shape)
+    _save(root, "phantom", ((i - 40) ** 2 + (j - 50) ** 2 + (k - 45) ** 2 < 900).astype(np.int16) * 500, aff)
+    th = np.deg2rad(20)
+    rot = np.array([[1, 0, 0], [0, np.cos(th), -np.sin(th)], [0, np.sin(th), np.cos(th)]])
+    oblique = aff.copy()
+    oblique[:3, :3] = rot @ aff[:3, :3]
+    _save(root, "oblique", head, oblique)
+    sheared = aff.copy()
+    sheared[0, 1] = 0.8
+    _save(root, "sheared", head, sheared)
+    img = nib.Nifti1Image(head, aff)
+    qform = aff.copy()
+    qform[:3, 3] += 30
+    img.set_qform(qform, 1)
+    img.set_sform(aff, 2)
+    _save(root, "qformsform", None, aff, img)
+    # headers that claim far more voxels than the file holds: absurd, and merely too many
+    for subject, dims in (("hugeheader", (30000, 30000, 30000)), ("shortheader", (400, 400, 400))):
+        header = bytearray(gzip.decompress(raw))
+        struct.pack_into("<8h", header, 40, 3, *dims, 1, 1, 1, 1)
+        _t1w(root, subject).write_bytes(gzip.compress(bytes(header)))
+    return root
+
+
+def test_bad_inputs_fail_alone_with_a_clear_message(tmp_path: Path, bad_dataset: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    before = _digest(bad_dataset)
+    out = tmp_path / "out"
+    code = main([str(bad_dataset), str(out), "participant", "--device", "cpu", "--nprocs", "2",
+                 "--skip-bids-validation", "--no-progress"])
+    log = capsys.readouterr().err
+    assert _digest(bad_dataset) == before
+    assert code == EXIT_RUN_FAILED
+
+    for subject, words in FAILS.items():
+        line = next(ln for ln in log.splitlines() if f"sub-{subject}_T1w.nii.gz: failed" in ln)
+        assert words in line and f"sub-{subject}_T1w.nii.gz" in line.split(": failed", 1)[1], line
+        anat = out / f"sub-{subject}" / "anat"
+        # nothing of the run is left but its error log
+        assert not anat.exists() or not any(anat.iterdir()), list(anat.iterdir())
+        assert (out / "logs" / f"sub-{subject}_T1w_error.log").is_file()
+
+    for subject, flag in UNCHANGED.items():
+        side = json.loads(next((out / f"sub-{subject}" / "anat").glob("*_desc-defaced_T1w.json")).read_text())
+        assert side["Defacing"]["VoxelsRemoved"] == 0 and flag in side["Defacing"]["QCFlags"], subject
+        a = nib.load(bad_dataset / f"sub-{subject}" / "anat" / f"sub-{subject}_T1w.nii.gz")
+        b = nib.load(next((out / f"sub-{subject}" / "anat").glob("*_desc-defaced_T1w.nii.gz")))
+        assert np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
+
+    for subject in DEFACED:
+        anat = out / f"sub-{subject}" / "anat"
+        side = json.loads(next(anat.glob("*_desc-defaced_T1w.json")).read_text())
+        assert side["Defacing"]["VoxelsRemoved"] > 50_000, subject
+        src = nib.load(bad_dataset / f"sub-{subject}" / "anat" / f"sub-{subject}_T1w.nii.gz")
+        dfc = nib.load(next(anat.glob("*_desc-defaced_T1w.nii.gz")))
+        mask = np.asanyarray(nib.load(next(anat.glob("*_mask.nii.gz"))).dataobj).astype(bool)
+        a, b = np.asanyarray(src.dataobj), np.asanyarray(dfc.dataobj)
+        # the header as it was (qform and sform apart, oblique and sheared affines kept)
+        assert src.header.binaryblock == dfc.header.binaryblock
+        if subject == "fourd":
+            # every volume loses the first volume's mask
+            assert a.ndim == 4 and (b[mask] == 0).all() and np.array_equal(a[~mask], b[~mask])
+        else:
+            assert np.array_equal(a[~mask], b[~mask], equal_nan=True)
+    # a good subject's mask does not depend on its affine: the voxels are the same
+    masks = [np.asanyarray(nib.load(next((out / f"sub-{s}" / "anat").glob("*_mask.nii.gz"))).dataobj)
+             for s in ("good", "oblique", "qformsform")]
+    assert all(np.array_equal(masks[0], m) for m in masks[1:])
+    assert not list(out.rglob(".*.nii.gz"))  # no temporaries
+
+
+def _tree_ok(bids: Path, out: Path, subjects: list[str]) -> dict[str, bytes]:
+    """Every subject's outputs complete and valid; their voxel files' bytes (uncompressed:
+    a gzip header holds a time stamp)."""
+    found = {}
+    for s in subjects:
+        anat = out / f"sub-{s}" / "anat"
+        side = json.loads(next(anat.glob("*_desc-defaced_T1w.json")).read_text())
+        assert side["Defacing"]["VoxelsRemoved"] > 50_000
+        for p in sorted(anat.glob("*.nii.gz")):
+            found[f"{s}/{p.name}"] = gzip.decompress(p.read_bytes())
+        assert (out / f"sub-{s}.html").is_file()
+    assert not list(out.rglob(".*.nii.gz")) and not list(out.rglob(".*.json"))
+    return found
+
+
+def _heads(tmp_path: Path, s1_2mm: nib.Nifti1Image, subjects: list[str]) -> Path:
+    root = _dataset(tmp_path / "bids")
+    head = np.asanyarray(s1_2mm.dataobj).astype(np.int16)
+    for n, s in enumerate(subjects):
+        # the same head, each with its own noise
+        noisy = head + np.random.default_rng(n).integers(0, 5, head.shape).astype(np.int16)
+        _save(root, s, noisy, s1_2mm.affine)
+    return root
+
+
+def _cli(bids: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "bids_deface.cli.run", str(bids), str(out), "participant", "--device", "cpu",
+            "--nprocs", "1", "--skip-bids-validation", "--no-progress", *extra]
+
+
+def test_killed_run_restarts_to_the_same_outputs(tmp_path: Path, s1_2mm: nib.Nifti1Image,
+                                                 validator: str) -> None:
+    subjects = ["01", "02", "03"]
+    bids = _heads(tmp_path, s1_2mm, subjects)
+    before = _digest(bids)
+    reference = tmp_path / "reference"
+    assert subprocess.run(_cli(bids, reference), capture_output=True).returncode == EXIT_OK
+    expected = _tree_ok(bids, reference, subjects)
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_cli(bids, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    # SIGKILL while the first run writes its outputs (a temporary file is there) or, at the
+    # latest, once its image is in place and its sidecar not yet
+    first = out / "sub-01" / "anat"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if first.is_dir() and any(p.name.startswith(".") or p.name.endswith("_T1w.nii.gz")
+                                  for p in first.iterdir()):
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # a temporary the kill may have left, and one planted for the second run
+    (out / "sub-02" / "anat").mkdir(parents=True, exist_ok=True)
+    (out / "sub-02" / "anat" / ".sub-02_desc-defaced_T1w.killed.nii.gz").write_bytes(b"\x1f\x8b partial")
+
+    assert subprocess.run(_cli(bids, out), capture_output=True).returncode == EXIT_OK
+    assert _tree_ok(bids, out, subjects) == expected
+    assert _digest(bids) == before
+    assert run_validator(out).errors == []
+
+
+def test_parallel_participants_into_one_output(tmp_path: Path, s1_2mm: nib.Nifti1Image,
+                                               validator: str) -> None:
+    """Four processes, one participant each (as job-array tasks), into one output folder."""
+    subjects = ["01", "02", "03", "04"]
+    bids = _heads(tmp_path, s1_2mm, subjects)
+    before = _digest(bids)
+    out = tmp_path / "out"
+    procs = [subprocess.Popen(_cli(bids, out, "--participant-label", s), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for s in subjects]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == EXIT_OK, err.decode()
+    _tree_ok(bids, out, subjects)
+    assert _digest(bids) == before
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert len(list((out / "logs").glob("bids-deface_participant_*.log"))) == 4
+    assert main([str(bids), str(out), "group"]) == EXIT_OK
+    rows = (out / "group.tsv").read_text().splitlines()[1:]
+    assert len(rows) == 4 and all("\tok\t" in r for r in rows)
+    assert run_validator(out).errors == []
