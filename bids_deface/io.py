@@ -156,26 +156,33 @@ def _check_length(path: Path, img: nib.Nifti1Image, data_bytes: int) -> None:
                          "the file is truncated (or its header is wrong)")
 
 
-def save_raw_like(raw: np.ndarray, reference: nib.Nifti1Image, path: Path) -> None:
+def save_raw_like(raw: np.ndarray, reference: nib.Nifti1Image, path: Path,
+                  header: nib.Nifti1Header | None = None) -> None:
     """Write ``raw`` (stored values) under the unchanged header of ``reference``.
 
     The header block, its extensions, the data offset, dtype, byte order and scaling are
-    copied from ``reference`` as they are; only the voxel data differ. The file is written
-    to a temporary name and renamed into place.
+    copied from ``reference`` as they are; only the voxel data differ. With ``header``
+    (e.g. ``reference``'s with its text cleared and no extensions,
+    :meth:`bids_deface.bids.scrub.Scrubber.header`) that header is written instead, its
+    dtype, byte order and scaling those of ``reference``. The file is written to a
+    temporary name and renamed into place.
     """
     if raw.shape != reference.shape:
         raise ValueError(f"data {raw.shape} do not match reference {reference.shape}")
-    header = reference.header
-    dtype = header.get_data_dtype()
+    dtype = reference.header.get_data_dtype()
     source = reference.get_filename()
     offset = getattr(reference.dataobj, "offset", None)
     buf = io.BytesIO()
-    if source and offset is not None and Path(source).exists():
+    if header is None and source and offset is not None and Path(source).exists():
         # the header block and extensions exactly as they are on disk
         with ImageOpener(source, "rb") as fobj:
             buf.write(fobj.read(int(offset)))
     else:
-        header = header.copy()
+        header = (header if header is not None else reference.header).copy()
+        # a loaded image keeps its scaling on the proxy, not in its header
+        proxy = reference.dataobj
+        if hasattr(proxy, "slope"):
+            header.set_slope_inter(float(proxy.slope), float(proxy.inter))
         header.set_data_offset(0)
         header.write_to(buf)
         offset = max(buf.tell(), 352)

@@ -29,6 +29,7 @@ from .bids.outputs import (
     sha256_file,
     write_json,
 )
+from .bids.scrub import Scrubber
 from .deface import deface_image
 from .errors import MissingContentError, ModelError
 from .io import atomic_path, load_nifti, remove_stale_temporaries, save_mask_like, save_raw_like
@@ -170,9 +171,11 @@ def same_input(defacing: Mapping[str, Any], run: AnatRun, checksum: str | None) 
     return key is not None and defacing.get("InputAnnexKey") == key
 
 
-def complete_outputs(paths: OutputPaths, run: AnatRun, checksum: str | None) -> dict[str, Any] | None:
+def complete_outputs(paths: OutputPaths, run: AnatRun, checksum: str | None,
+                     scrubbed: bool = False) -> dict[str, Any] | None:
     """The defaced sidecar when every output of a run exists and was made from the run's
-    image as it is now (:func:`same_input`); None when the run must be (re)done."""
+    image as it is now (:func:`same_input`), its metadata de-identified if ``scrubbed``
+    is asked for; None when the run must be (re)done."""
     if not all(p.is_file() for p in paths.products):
         return None
     sidecar = read_json(paths.defaced_json)
@@ -180,6 +183,8 @@ def complete_outputs(paths: OutputPaths, run: AnatRun, checksum: str | None) -> 
         return None
     defacing = sidecar.get("Defacing")
     if not isinstance(defacing, dict) or not same_input(defacing, run, checksum):
+        return None
+    if bool(defacing.get("MetadataScrubbed", False)) != scrubbed:
         return None
     return sidecar
 
@@ -221,16 +226,19 @@ def _defacing_record(
 
 
 def process_run(
-    run: AnatRun, paths: OutputPaths, get_masker: Callable[[], Masker], overwrite: bool = False
+    run: AnatRun, paths: OutputPaths, get_masker: Callable[[], Masker], overwrite: bool = False,
+    scrubber: Scrubber | None = None,
 ) -> RunResult:
     """Deface one run and write its outputs (or skip it when they are complete).
 
-    Raises whatever goes wrong; :func:`process_runs` isolates the failures.
+    With ``scrubber`` the defaced image's sidecar and header are de-identified
+    (:mod:`bids_deface.bids.scrub`). Raises whatever goes wrong; :func:`process_runs`
+    isolates the failures.
     """
     t0 = time.perf_counter()
     checksum = input_checksum(run)
     if not overwrite:
-        existing = complete_outputs(paths, run, checksum)
+        existing = complete_outputs(paths, run, checksum, scrubbed=scrubber is not None)
         if existing is not None:
             flags = tuple(existing.get("Defacing", {}).get("QCFlags", ()))
             logger.debug("%s: outputs complete for this input, skipped", run.name)
@@ -255,12 +263,17 @@ def process_run(
     prediction = masker.predict(img)
     face = np.asarray(prediction.face, dtype=bool)
     raw = deface_image(img, face)
-    save_raw_like(raw, img, paths.defaced)
+    where = paths.defaced.name
+    save_raw_like(raw, img, paths.defaced, header=scrubber.header(img.header, where) if scrubber else None)
     save_mask_like(face, img, paths.mask)
     write_json(paths.mask_json, mask_sidecar(run))
     record = _defacing_record(masker, prediction, img, checksum, time.perf_counter() - t0,
                               annex_key(run.path))
-    sidecar = defaced_sidecar(run, record)
+    metadata = None
+    if scrubber is not None:
+        record["MetadataScrubbed"] = True
+        metadata = scrubber.sidecar(run.metadata, run.subject, paths.defaced_json.name)
+    sidecar = defaced_sidecar(run, record, metadata)
     write_json(paths.defaced_json, sidecar)
     paths.error_log.unlink(missing_ok=True)
     logger.debug("%s: removed %d voxels (%.1f mL) in %.1f s%s", run.name, record["VoxelsRemoved"],
@@ -298,6 +311,7 @@ def process_runs(
     overwrite: bool = False,
     on_start: Callable[[AnatRun], None] | None = None,
     on_result: Callable[[RunResult], None] | None = None,
+    scrubber: Scrubber | None = None,
 ) -> list[RunResult]:
     """Process ``runs`` one after the other; a failing run does not stop the others.
 
@@ -324,7 +338,7 @@ def process_runs(
             if other is not run:
                 raise ValueError(f"{run.relpath} and {other.relpath} would both be written to "
                                  f"{paths.defaced.name}")
-            result = process_run(run, paths, masker, overwrite=overwrite)
+            result = process_run(run, paths, masker, overwrite=overwrite, scrubber=scrubber)
         except (ModelError, KeyboardInterrupt):
             raise
         except Exception as exc:

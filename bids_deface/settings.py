@@ -57,6 +57,10 @@ class Settings:
     """nnU-Net v2 model folder; ``None`` uses the shipped model."""
     skip_bids_validation: bool = False
     overwrite: bool = False
+    scrub_metadata: bool = False
+    """De-identify the metadata of the outputs (:mod:`bids_deface.bids.scrub`)."""
+    scrub_fields: tuple[str, ...] = ()
+    """Fields removed besides the default list (from ``--scrub-fields``)."""
     verbosity: int = 0
     """0 warnings and run results, 1 info, 2 debug."""
     progress: bool = True

@@ -29,6 +29,7 @@ from .bids.outputs import (
     write_dataset_description,
     write_readme,
 )
+from .bids.scrub import Scrubber, load_key
 from .bids.validate import validate_input
 from .errors import NoRunsError, UsageError
 from .io import atomic_path
@@ -55,6 +56,9 @@ GROUP_COLUMNS: tuple[str, ...] = (
 )
 
 _STATUS_RANK = {"failed": 0, "missing": 1, "stale": 2}
+#: The secret of the per-subject date shifts (``--scrub-metadata``), under ``logs/``: shared
+#: by every invocation into one output folder; never to be published.
+DATE_SHIFT_KEY = "date-shift.key"
 
 
 @dataclass(frozen=True)
@@ -267,8 +271,16 @@ def participant_level(
     _write_settings(settings)
     if get_masker is None:
         get_masker = lambda: load_face_model(settings.model_dir, settings.device, settings.nprocs)  # noqa: E731
+    scrubber = None
+    if settings.scrub_metadata:
+        scrubber = Scrubber(load_key(output_dir / "logs" / DATE_SHIFT_KEY), settings.scrub_fields)
     results = process_runs(runs, output_dir, get_masker, overwrite=settings.overwrite,
-                           on_start=on_start, on_result=on_result)
+                           on_start=on_start, on_result=on_result, scrubber=scrubber)
+    if scrubber is not None and scrubber.changes:
+        report = output_dir / "logs" / f"deidentification_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}.tsv"
+        with atomic_path(report) as tmp:
+            tmp.write_text(scrubber.report_tsv())
+        logger.info("metadata de-identified: %d change(s), listed in %s", len(scrubber.changes), report)
     report_errors = _write_subject_reports(settings.bids_dir, output_dir, results)
     counts = summarise(results)
     logger.debug("%d run(s): %d defaced, %d already complete, %d failed", len(results),

@@ -97,7 +97,9 @@ and ears set to background:
 - `*_label-face_desc-<suffix>_mask.nii.gz`: the voxels removed (1) on the source grid.
 - `sub-<label>.html`: visual report per subject; it shows the faces before defacing:
   leave these files out when publishing. `group.tsv`, `group.html`: summary.
-- `logs/`: settings of each invocation, logs and tracebacks of failed runs.
+- `logs/`: settings of each invocation, logs and tracebacks of failed runs (and, with
+  `--scrub-metadata`, the secret of the date shifts and what was de-identified): leave it
+  out when publishing.
 """
 
 _NAME_ENTITIES = ("subject", "session", "task", "acquisition", "ceagent", "reconstruction",
@@ -261,10 +263,12 @@ def write_bidsignore(output_dir: Path) -> Path:
     return path
 
 
-def defaced_sidecar(run: AnatRun, defacing: Mapping[str, Any]) -> dict[str, Any]:
-    """Sidecar of the defaced image: the source metadata (after inheritance), then
-    ``Description``, ``Sources``, ``SkullStripped`` and the ``Defacing`` record."""
-    sidecar = dict(run.metadata)
+def defaced_sidecar(run: AnatRun, defacing: Mapping[str, Any],
+                    metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Sidecar of the defaced image: the source metadata (after inheritance; or
+    ``metadata``, e.g. de-identified), then ``Description``, ``Sources``, ``SkullStripped``
+    and the ``Defacing`` record."""
+    sidecar = dict(run.metadata if metadata is None else metadata)
     sidecar.update({
         "Description": "Source image with the face and ears set to background; every other "
                        "voxel and the header are unchanged.",

@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="redo runs whose outputs are already complete")
 
+    meta = parser.add_argument_group("metadata")
+    meta.add_argument("--scrub-metadata", action="store_true",
+                      help="de-identify the outputs' metadata: identifying sidecar fields removed, dates "
+                           "shifted per subject, NIfTI header text and extensions cleared (docs/outputs.md)")
+    meta.add_argument("--scrub-fields", type=Path, default=None, metavar="FILE",
+                      help="more sidecar fields to remove with --scrub-metadata: a JSON list or one name "
+                           "per line")
+
     out = parser.add_argument_group("messages")
     out.add_argument("-v", "--verbose", action="count", default=0, dest="verbosity",
                      help="more messages: -v debug messages of bids-deface, -vv of every library")
@@ -99,6 +107,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     Usage errors (unknown options, missing input, an output folder inside the input, an
     unreadable filter file) exit with status 2 and a message, as argparse does.
     """
+    from ..bids.scrub import read_field_list
     from ..workflow import check_paths
 
     parser = build_parser()
@@ -110,8 +119,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     try:
         check_paths(bids_dir, output_dir, Path(os.path.abspath(args.work_dir)) if args.work_dir else None)
         filters = load_filters(args.bids_filter_file)
-    except UsageError as exc:
+        extra = read_field_list(args.scrub_fields) if args.scrub_fields else ()
+    except (UsageError, OSError, ValueError) as exc:
         parser.error(str(exc))
+    if args.scrub_fields and not args.scrub_metadata:
+        parser.error("--scrub-fields needs --scrub-metadata")
     return Settings(
         bids_dir=bids_dir,
         output_dir=output_dir,
@@ -127,6 +139,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         model_dir=Path(os.path.abspath(args.model_dir)) if args.model_dir else None,
         skip_bids_validation=args.skip_bids_validation,
         overwrite=args.overwrite,
+        scrub_metadata=args.scrub_metadata,
+        scrub_fields=tuple(extra),
         verbosity=args.verbosity,
         progress=not args.no_progress,
     )
