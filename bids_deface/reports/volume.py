@@ -96,7 +96,9 @@ def to_ras(img: nib.spatialimages.SpatialImage, dtype: type = np.float32) -> Ras
         if not np.isfinite(data).all():
             data = np.nan_to_num(data, copy=False)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return RasVolume(data=np.ascontiguousarray(data), spacing=zooms)  # type: ignore[arg-type]
+    # nibabel's arrays are in Fortran order: kept as they are (a reordering copy of a large
+    # image costs more than every figure drawn from it)
+    return RasVolume(data=np.asarray(data), spacing=zooms)  # type: ignore[arg-type]
 
 
 def load_ras(path: Path, dtype: type = np.float32) -> RasVolume:
@@ -110,6 +112,9 @@ def label_values(labels: np.ndarray) -> list[int]:
     >>> label_values(np.array([[0, 2], [2, 0]], np.uint8))
     [0, 2]
     """
+    top = int(labels.max()) if labels.size else 0
+    if top <= 2:  # the usual 0/1(/2) mask: one comparison per value, no copy
+        return [v for v in range(top + 1) if v == top or bool((labels == v).any())]
     return np.flatnonzero(np.bincount(labels.ravel(), minlength=256)).tolist()
 
 
@@ -193,14 +198,18 @@ def to_isotropic(vol: RasVolume, spacing: float | None) -> RasVolume:
     import torch
 
     size = [max(1, int(round(n * s / spacing))) for n, s in zip(vol.shape, vol.spacing)]
-    x = torch.from_numpy(np.ascontiguousarray(vol.data, dtype=np.float32))[None, None]
+    data = np.asarray(vol.data, dtype=np.float32)
+    # a Fortran-ordered volume is resampled as its C-ordered transpose (no reordering copy)
+    order = (2, 1, 0) if not data.flags.c_contiguous and data.flags.f_contiguous else (0, 1, 2)
+    x = torch.from_numpy(data).permute(*order)[None, None]
+    size = [size[a] for a in order]
     with torch.inference_mode():
         coarse = [min(n, m) for n, m in zip(x.shape[2:], size)]
         if coarse != list(x.shape[2:]):
             x = torch.nn.functional.interpolate(x, size=coarse, mode="area")
         if coarse != size:
             x = torch.nn.functional.interpolate(x, size=size, mode="trilinear", align_corners=False)
-    return RasVolume(data=x[0, 0].numpy(), spacing=(spacing, spacing, spacing))
+    return RasVolume(data=x[0, 0].permute(*order).numpy(), spacing=(spacing, spacing, spacing))
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -245,7 +254,7 @@ def head_threshold(data: np.ndarray, fraction: float = 0.5, seed: int = 0) -> fl
     seed : int
         Seed of the subsample (the result is deterministic).
     """
-    flat = np.asarray(data).ravel()
+    flat = np.asarray(data).ravel(order="K")  # no copy of a Fortran-ordered volume
     if flat.size > 2_000_000:
         rng = np.random.default_rng(seed)
         flat = flat[rng.integers(0, flat.size, 2_000_000)]
