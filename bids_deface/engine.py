@@ -21,7 +21,6 @@ cropped box: :class:`Logits`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import pydoc
@@ -34,8 +33,9 @@ import numpy as np
 import torch
 
 from .anatomy import bounding_box
+from .io import sha256_file
 
-__all__ = ["Logits", "Network", "ONNX_NAME", "checkpoint_sha256", "sliding_window_starts",
+__all__ = ["Logits", "Network", "ONNX_NAME", "sliding_window_starts",
            "gaussian_importance", "target_shape"]
 
 logger = logging.getLogger(__name__)
@@ -44,15 +44,6 @@ ONNX_NAME = "model.onnx"
 #: nnU-Net's ``ANISO_THRESHOLD``: above this ratio of coarsest to finest voxel side, data
 #: are resampled separately along the coarse axis, by nearest neighbour.
 ANISO_THRESHOLD = 3.0
-
-
-def checkpoint_sha256(path: Path) -> str:
-    """SHA-256 of a checkpoint file (recorded in the ONNX export it was made from)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fobj:
-        for chunk in iter(lambda: fobj.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def target_shape(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> tuple[int, ...]:
@@ -207,7 +198,7 @@ class Network:
         options.log_severity_level = 3
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         made_from = session.get_modelmeta().custom_metadata_map.get("checkpoint_sha256")
-        if made_from != checkpoint_sha256(self.checkpoint):
+        if made_from != sha256_file(self.checkpoint):
             logger.warning("%s was not exported from %s: the network runs in PyTorch", path, self.checkpoint)
             return None
         return session
@@ -293,7 +284,7 @@ def export_onnx(model_dir: Path, checkpoint: str = "checkpoint_final.pth") -> Pa
     del graph.node[:]
     graph.node.extend(nodes)
     onnx.checker.check_model(graph_model)
-    helper.set_model_props(graph_model, {"checkpoint_sha256": checkpoint_sha256(net.checkpoint)})
+    helper.set_model_props(graph_model, {"checkpoint_sha256": sha256_file(net.checkpoint)})
     onnx.save(graph_model, str(tmp))
     tmp.replace(path)
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -12,8 +13,17 @@ import numpy as np
 from nibabel.openers import ImageOpener
 from nibabel.volumeutils import array_to_file
 
-__all__ = ["load_nifti", "save_raw_like", "save_mask_like", "atomic_path", "remove_stale_temporaries",
+__all__ = ["load_nifti", "save_raw_like", "save_mask_like", "atomic_path", "remove_stale_temporaries", "sha256_file",
            "MAX_VOXELS"]
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's content (links are followed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fobj:
+        for chunk in iter(lambda: fobj.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:

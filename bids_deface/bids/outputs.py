@@ -16,7 +16,6 @@ contrast goes into ``desc``: the masks of the T1w and the T2w of one session nev
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from typing import Any, Mapping
 from bids.layout.writing import build_path
 
 from .. import __version__
-from ..io import atomic_path
+from ..io import atomic_path, sha256_file
 from .discover import AnatRun
 
 __all__ = [
@@ -312,12 +311,3 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file's content (links are followed)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fobj:
-        for chunk in iter(lambda: fobj.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
