@@ -144,12 +144,15 @@ class Network:
         self.model_dir = Path(model_dir)
         plans = json.loads((self.model_dir / "plans.json").read_text())
         config = plans["configurations"][configuration]
-        if plans.get("transpose_forward", [0, 1, 2]) != [0, 1, 2]:
-            raise ValueError(f"{self.model_dir}: plans with a transpose are not supported")
+        # the plan's axes are the array's (nnU-Net's [z, y, x] of the reoriented image) in
+        # the order ``transpose_forward``; its spacing is given in that order
+        self.transpose = tuple(int(a) for a in plans.get("transpose_forward", [0, 1, 2]))
         if config["normalization_schemes"] != ["ZScoreNormalization"] or any(config["use_mask_for_norm"]):
             raise ValueError(f"{self.model_dir}: only z-score normalisation without mask is supported")
         self.dataset_name = str(plans["dataset_name"])
-        self.spacing = tuple(float(s) for s in config["spacing"])
+        plan_spacing = [float(s) for s in config["spacing"]]
+        #: the plan's voxel size in nnU-Net's ``[z, y, x]`` order (before its transpose)
+        self.spacing = tuple(plan_spacing[self.transpose.index(a)] for a in range(3))
         self.patch = tuple(int(p) for p in config["patch_size"])
         self.classes = len(json.loads((self.model_dir / "dataset.json").read_text())["labels"])
         self.device = device
@@ -231,8 +234,10 @@ class Network:
         mean, std = crop.mean(), crop.std()
         crop = (crop - mean) / max(float(std), 1e-8)
         grid = target_shape(crop.shape, spacing, new_spacing)
-        image = _resample(crop, grid, spacing, new_spacing).numpy().transpose(axes)
-        values = self.sliding_window(np.ascontiguousarray(image)).transpose(0, *(1 + np.argsort(axes)))
+        # data -> nnU-Net's [z, y, x] (``axes``) -> the plan's order (``transpose_forward``)
+        order = tuple(axes[t] for t in self.transpose)
+        image = _resample(crop, grid, spacing, new_spacing).numpy().transpose(order)
+        values = self.sliding_window(np.ascontiguousarray(image)).transpose(0, *(1 + np.argsort(order)))
         return Logits(torch.from_numpy(np.ascontiguousarray(values)), tuple(box), tuple(data.shape))
 
     def sliding_window(self, image: np.ndarray) -> np.ndarray:
