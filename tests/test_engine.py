@@ -98,3 +98,28 @@ def test_several_folds_are_averaged(tmp_path: Path) -> None:
     assert "2 folds averaged" in ensemble.backend
     assert np.abs(single[0] - single[1]).max() > 1e-3
     assert np.allclose(ensemble.sliding_window(x), (single[0] + single[1]) / 2, atol=1e-4)
+
+
+def test_plans_with_a_transpose_match_nnunet(tmp_path: Path, s1_2mm: nib.Nifti1Image) -> None:
+    """A plan that transposes the axes (its spacing given in the transposed order), as
+    nnU-Net plans anisotropic datasets: the same labels as nnU-Net's predictor."""
+    import json
+
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    folder = Path(shutil.copytree(default_model_dir(), tmp_path / "model"))
+    (folder / ONNX_NAME).unlink()
+    plans = json.loads((folder / "plans.json").read_text())
+    plans["transpose_forward"], plans["transpose_backward"] = [1, 2, 0], [2, 0, 1]
+    plans["configurations"]["3d_fullres"]["spacing"] = [3.0, 2.5, 3.5]
+    (folder / "plans.json").write_text(json.dumps(plans))
+    predictor = nnUNetPredictor(use_mirroring=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(folder), ("all",), "checkpoint_final.pth")
+    arr, spacing = _zyx(s1_2mm)
+    stock = predictor.predict_single_npy_array(arr[None], {"spacing": spacing}, None, None, False)
+    model = FaceModel(folder, device="cpu", threads=2)
+    assert model.spacing_zyx == (3.5, 3.0, 2.5)
+    ours = model.predict_labels(nib.as_closest_canonical(s1_2mm)).transpose(2, 1, 0)
+    for label in (1, 2):
+        a, b = stock == label, ours == label
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.98, label
