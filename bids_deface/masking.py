@@ -73,11 +73,11 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def model_sha256(model_dir: Path) -> str:
-    """SHA-256 over the model folder's plans, dataset and checkpoint files (sorted by path)."""
+    """SHA-256 over the model folder's plans, dataset, checkpoint and ONNX files (sorted by path)."""
     digest = hashlib.sha256()
     model_dir = Path(model_dir)
     for path in sorted(model_dir.rglob("*")):
-        if path.is_file() and path.suffix in {".json", ".pth"}:
+        if path.is_file() and path.suffix in {".json", ".pth", ".onnx"}:
             digest.update(path.relative_to(model_dir).as_posix().encode())
             with open(path, "rb") as fobj:
                 for chunk in iter(lambda: fobj.read(1 << 20), b""):
