@@ -57,6 +57,9 @@ class Settings:
     """nnU-Net v2 model folder; ``None`` uses the shipped model."""
     skip_bids_validation: bool = False
     overwrite: bool = False
+    publish_dir: Path | None = None
+    """``--output-layout raw``: the upload-ready copy of the input (``output_dir`` is then
+    the QC folder beside it, :mod:`bids_deface.bids.publish`)."""
     scrub_metadata: bool = False
     """De-identify the metadata of the outputs (:mod:`bids_deface.bids.scrub`)."""
     scrub_fields: tuple[str, ...] = ()

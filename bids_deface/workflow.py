@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .bids.discover import AnatRun, discover_runs
 from .bids.outputs import (
     GROUP_HTML,
+    dataset_description,
     GROUP_TSV,
     output_paths,
     read_json,
@@ -216,6 +217,25 @@ def _write_subject_reports(bids_dir: Path, output_dir: Path, results: Sequence[R
     return errors
 
 
+def _write_raw_copy(settings: Settings, results: Sequence[RunResult], scrubber: Any) -> None:
+    """The upload-ready copy of the input (``--output-layout raw``)."""
+    from .bids.publish import write_raw_copy
+
+    done = [r for r in results if r.status in ("ok", "skipped") and r.paths is not None]
+    defaced = {r.run.relpath: r.paths.defaced for r in done}
+    failed = {r.run.relpath: (r.error or "failed") for r in results if r.failed}
+    # into derivatives/: the masks and the QC record of each image (its sidecar: de-identified
+    # metadata and the Defacing object), not the defaced image, which is in place in the copy
+    masks = [p for r in done for p in (r.paths.mask, r.paths.mask_json, r.paths.defaced_json)]
+    root = settings.publish_dir
+    description = dataset_description(settings.bids_dir, root / "derivatives" / "bids-deface")
+    copy = write_raw_copy(settings.bids_dir, root, defaced, failed, masks, scrubber, description)
+    logger.info("upload-ready copy in %s: %d defaced image(s) in place, %d other file(s)%s; reports and "
+                "logs (not for upload) in %s", root, len(copy.replaced), copy.copied,
+                f", {len(copy.excluded)} image(s) left out (derivatives/bids-deface/excluded.tsv)"
+                if copy.excluded else "", settings.output_dir)
+
+
 def _discover(settings: Settings) -> list[AnatRun]:
     runs = discover_runs(settings.bids_dir, settings.participant_label, settings.session_label,
                          settings.suffixes, settings.bids_filters)
@@ -276,6 +296,8 @@ def participant_level(
         scrubber = Scrubber(load_key(output_dir / "logs" / DATE_SHIFT_KEY), settings.scrub_fields)
     results = process_runs(runs, output_dir, get_masker, overwrite=settings.overwrite,
                            on_start=on_start, on_result=on_result, scrubber=scrubber)
+    if settings.publish_dir is not None:
+        _write_raw_copy(settings, results, scrubber)
     if scrubber is not None and scrubber.changes:
         report = output_dir / "logs" / f"deidentification_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}.tsv"
         with atomic_path(report) as tmp:

@@ -57,8 +57,8 @@ HEADER_TEXT_FIELDS: tuple[str, ...] = ("descrip", "aux_file", "intent_name", "db
 MAX_SHIFT_DAYS = 3652
 #: BIDS ``DeidentificationMethod`` / ``DeidentificationMethodCodeSequence`` (DICOM CID 7050).
 DEIDENTIFICATION = {
-    "method": "bids-deface: face and ears removed from the image; identifying metadata removed, "
-              "dates shifted per subject, NIfTI header text and extensions cleared",
+    "method": ["bids-deface: face and ears removed from the image; identifying metadata removed, "
+               "dates shifted per subject, NIfTI header text and extensions cleared"],
     "codes": [
         {"CodeValue": "113102", "CodingSchemeDesignator": "DCM",
          "CodeMeaning": "Clean Recognizable Visual Features Option"},

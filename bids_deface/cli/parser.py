@@ -80,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="redo runs whose outputs are already complete")
 
+    layout = parser.add_argument_group("output layout")
+    layout.add_argument("--output-layout", choices=["derivatives", "raw"], default="derivatives",
+                        help="'derivatives' (default): a derivative dataset in output_dir; 'raw': output_dir "
+                             "becomes a copy of the input ready for upload (e.g. to OpenNeuro) with the "
+                             "defaced images under their own names and the metadata de-identified; reports "
+                             "and logs go to the QC folder (docs/outputs.md)")
+    layout.add_argument("--qc-dir", type=Path, default=None, metavar="DIR",
+                        help="with --output-layout raw: where the reports, logs and the other outputs go "
+                             "(default: <output_dir>_qc beside output_dir)")
+
     meta = parser.add_argument_group("metadata")
     meta.add_argument("--scrub-metadata", action="store_true",
                       help="de-identify the outputs' metadata: identifying sidecar fields removed, dates "
@@ -122,8 +132,21 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         extra = read_field_list(args.scrub_fields) if args.scrub_fields else ()
     except (UsageError, OSError, ValueError) as exc:
         parser.error(str(exc))
-    if args.scrub_fields and not args.scrub_metadata:
-        parser.error("--scrub-fields needs --scrub-metadata")
+    publish = None
+    if args.output_layout == "raw":
+        publish = output_dir
+        output_dir = (Path(os.path.abspath(args.qc_dir)) if args.qc_dir
+                      else publish.parent / f"{publish.name}_qc")
+        try:
+            check_paths(bids_dir, output_dir)
+        except UsageError as exc:
+            parser.error(str(exc))
+        if output_dir == publish or publish in output_dir.parents:
+            parser.error(f"the QC folder {output_dir} must lie outside the upload folder {publish}")
+    elif args.qc_dir:
+        parser.error("--qc-dir needs --output-layout raw")
+    if args.scrub_fields and not (args.scrub_metadata or publish):
+        parser.error("--scrub-fields needs --scrub-metadata (or --output-layout raw)")
     return Settings(
         bids_dir=bids_dir,
         output_dir=output_dir,
@@ -139,7 +162,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         model_dir=Path(os.path.abspath(args.model_dir)) if args.model_dir else None,
         skip_bids_validation=args.skip_bids_validation,
         overwrite=args.overwrite,
-        scrub_metadata=args.scrub_metadata,
+        publish_dir=publish,
+        scrub_metadata=args.scrub_metadata or publish is not None,
         scrub_fields=tuple(extra),
         verbosity=args.verbosity,
         progress=not args.no_progress,

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from bids_deface.bids.validate import run_validator
 from bids_deface.bids.scrub import REMOVED_FIELDS, Scrubber, load_key, read_field_list
 from bids_deface.cli.parser import parse_args
 from bids_deface.settings import Settings
@@ -48,7 +49,8 @@ def identifying_dataset(tmp_path: Path) -> Path:
     return root
 
 
-def test_scrubbed_outputs_hold_no_identifying_value(identifying_dataset: Path, tmp_path: Path) -> None:
+def test_scrubbed_outputs_hold_no_identifying_value(identifying_dataset: Path, tmp_path: Path,
+                                                   validator: str) -> None:
     bids = identifying_dataset
     before = _digest(bids)
     out = tmp_path / "out"
@@ -95,6 +97,7 @@ def test_scrubbed_outputs_hold_no_identifying_value(identifying_dataset: Path, t
     # one subject's dates move together, another's by its own offset
     assert len({shift(s) for s in ("01", "02")}) == 2
 
+    assert run_validator(out).errors == []
     report = next((out / "logs").glob("deidentification_*.tsv")).read_text()
     assert "PatientName\tremoved" in report and "AcquisitionDateTime\tdate shifted" in report
     assert "LabNotebookId\tremoved" in report and "NIfTI extensions\t1 removed" in report

@@ -1,0 +1,187 @@
+"""The OpenNeuro layout (``--output-layout raw``): a copy of the input dataset, ready to
+upload, in which every defaced image replaces its source under the source's own name.
+
+What the copy holds:
+
+* every file of the input but ``derivatives/`` and ``sourcedata/`` (their images may show
+  faces) and hidden files: hard links where the file system allows, copies otherwise;
+* each defaced run's image (``.nii`` or ``.nii.gz``, as the source was) in place of the
+  source's; no other image of an ``anat/`` folder — a selected run that failed, or an image
+  of a suffix that was not selected — is copied: they are listed in
+  ``derivatives/bids-deface/excluded.tsv`` with the reason;
+* JSON sidecars and ``scans.tsv`` / ``sessions.tsv`` / ``participants.tsv`` de-identified
+  (:mod:`bids_deface.bids.scrub`), rows of excluded images dropped from ``scans.tsv``;
+* ``derivatives/bids-deface/``: the face masks with their sidecars, each defaced image's
+  sidecar (its QC record: the ``Defacing`` object), a ``dataset_description.json`` and
+  ``excluded.tsv``. The reports (which show faces) and
+  the logs (which hold the date-shift key) stay in the QC folder, outside this tree.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..io import atomic_path
+from .scrub import Scrubber
+
+__all__ = ["RawCopy", "write_raw_copy", "EXCLUDED_TSV", "SKIPPED_FOLDERS"]
+
+logger = logging.getLogger(__name__)
+
+EXCLUDED_TSV = "excluded.tsv"
+#: Top-level folders of the input that are not copied (their images may show faces).
+SKIPPED_FOLDERS = ("derivatives", "sourcedata")
+_TABLES = ("_scans.tsv", "_sessions.tsv", "participants.tsv")
+_IMAGE = (".nii", ".nii.gz")
+
+
+@dataclass
+class RawCopy:
+    """What :func:`write_raw_copy` did."""
+
+    root: Path
+    replaced: list[str] = field(default_factory=list)
+    excluded: list[tuple[str, str]] = field(default_factory=list)
+    copied: int = 0
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dest)
+
+
+def _subject(rel: str) -> str | None:
+    first = rel.split("/", 1)[0]
+    return first[4:] if first.startswith("sub-") else None
+
+
+def _is_image(name: str) -> bool:
+    return name.endswith(_IMAGE)
+
+
+def _stem(name: str) -> str:
+    return name[:-7] if name.endswith(".nii.gz") else name[:-4] if name.endswith(".nii") else name.rsplit(".", 1)[0]
+
+
+def write_raw_copy(bids_dir: Path, root: Path, defaced: dict[str, Path], failed: dict[str, str],
+                   derived: Iterable[Path], scrubber: Scrubber,
+                   derivative_description: dict[str, Any]) -> RawCopy:
+    """Write the upload tree under ``root`` (see the module docstring).
+
+    Parameters
+    ----------
+    defaced : dict
+        Dataset-relative path of each defaced source image -> its defaced image.
+    failed : dict
+        Dataset-relative path of each selected image that could not be defaced -> why.
+    derived : iterable of Path
+        Files of the QC folder copied to ``derivatives/bids-deface/`` (masks, their sidecars,
+        the defaced images' sidecars), at the same place below their ``sub-*`` folder.
+    """
+    bids_dir, root = Path(bids_dir), Path(root)
+    copy = RawCopy(root)
+    excluded_rel: set[str] = set()
+    files = []
+    for path in sorted(bids_dir.rglob("*")):
+        rel = path.relative_to(bids_dir).as_posix()
+        parts = rel.split("/")
+        if parts[0] in SKIPPED_FOLDERS or any(p.startswith(".") for p in parts):
+            continue
+        if path.is_dir():
+            continue
+        files.append((path, rel))
+    for path, rel in files:
+        if not _is_image(rel):
+            continue
+        if rel in defaced:
+            continue
+        if rel in failed:
+            copy.excluded.append((rel, failed[rel]))
+        elif "/anat/" in f"/{rel}":
+            copy.excluded.append((rel, "not selected for defacing"))
+        else:
+            continue
+        excluded_rel.add(rel)
+    excluded_stems = {_stem(r) for r in excluded_rel}
+    image_stems = {_stem(r) for _, r in files if _is_image(r)}
+
+    for path, rel in files:
+        dest = root / rel
+        subject = _subject(rel)
+        name = path.name
+        if rel in excluded_rel or (name.endswith(".json") and _stem(rel) in excluded_stems):
+            continue
+        if rel in defaced:
+            _write_defaced(defaced[rel], dest)
+            copy.replaced.append(rel)
+        elif name.endswith(".json") and name != "dataset_description.json" and not _is_table_sidecar(name):
+            meta = json.loads(path.read_text())
+            out = scrubber.sidecar(meta, subject or "", rel) if isinstance(meta, dict) else meta
+            # the record goes into the images' own sidecars (in an inherited file too, it
+            # would be defined twice)
+            if isinstance(out, dict) and _stem(rel) not in image_stems:
+                out.pop("DeidentificationMethod", None)
+                out.pop("DeidentificationMethodCodeSequence", None)
+            _write_text(dest, json.dumps(out, indent=2) + "\n")
+        elif name.endswith(_TABLES):
+            text = path.read_text()
+            if name.endswith("_scans.tsv"):
+                text = _drop_rows(text, rel, excluded_rel)
+            _write_text(dest, scrubber.table(text, subject, rel))
+        else:
+            if not path.exists():  # a link to content that is not there
+                copy.excluded.append((rel, "content not present"))
+                continue
+            _link_or_copy(path, dest)
+            copy.copied += 1
+    deriv = root / "derivatives" / "bids-deface"
+    for src in derived:
+        subject_root = next(p for p in src.parents if p.name.startswith("sub-"))
+        _link_or_copy(src, deriv / src.relative_to(subject_root.parent))
+    _write_text(deriv / "dataset_description.json", json.dumps(derivative_description, indent=2) + "\n")
+    rows = ["path\treason"] + [f"{p}\t{r}" for p, r in sorted(copy.excluded)]
+    _write_text(deriv / EXCLUDED_TSV, "\n".join(rows) + "\n")
+    return copy
+
+
+def _is_table_sidecar(name: str) -> bool:
+    return name in ("participants.json", "sessions.json", "scans.json") or name.endswith(
+        ("_scans.json", "_sessions.json"))
+
+
+def _drop_rows(text: str, rel: str, excluded: set[str]) -> str:
+    lines = text.splitlines()
+    if not lines:
+        return text
+    base = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+    keep = [lines[0]] + [ln for ln in lines[1:] if base + ln.split("\t", 1)[0] not in excluded]
+    return "\n".join(keep) + "\n"
+
+
+def _write_text(dest: Path, text: str) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+
+
+def _write_defaced(src: Path, dest: Path) -> None:
+    """The defaced image under the source's name: as it is for ``.nii.gz``, uncompressed
+    for a ``.nii`` source."""
+    if dest.name.endswith(".nii.gz") or not src.name.endswith(".gz"):
+        _link_or_copy(src, dest)
+        return
+    with atomic_path(dest) as tmp, gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 22)
+

@@ -1,0 +1,108 @@
+"""``--output-layout raw``: the upload-ready copy of the input (OpenNeuro layout)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_deface.bids.validate import run_validator
+from bids_deface.cli.parser import parse_args
+from bids_deface.workflow import participant_level
+
+from .layouts import BoxMasker, make_dataset, write_json
+from .test_scrub import SECRETS
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    root = make_dataset(tmp_path / "bids")
+    for side in sorted(root.rglob("sub-*_T1w.nii.gz")):
+        write_json(side.with_name(side.name.replace(".nii.gz", ".json")), {
+            **SECRETS, "FlipAngle": 9, "AcquisitionDateTime": "2021-05-03T09:41:17.250000"})
+    (root / "sub-01" / "ses-pre" / "sub-01_ses-pre_scans.tsv").write_text(
+        "filename\tacq_time\n"
+        "anat/sub-01_ses-pre_acq-mprage_run-1_T1w.nii.gz\t2021-05-03T09:41:17\n"
+        "anat/sub-01_ses-pre_T2w.nii.gz\t2021-05-03T09:50:02\n"
+        "anat/sub-01_ses-pre_T1map.nii.gz\t2021-05-03T09:58:40\n")
+    (root / "participants.tsv").write_text("participant_id\tage\nsub-01\t92\nsub-02\t7\n")
+    # an image that cannot be read: it must not reach the copy
+    bad = root / "sub-02" / "ses-pre" / "anat" / "sub-02_ses-pre_T2w.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:200])
+    (root / "sourcedata").mkdir()
+    (root / "sourcedata" / "scan.dcm").write_bytes(b"DICM DOE^JANE")
+    return root
+
+
+def test_raw_layout_is_an_upload_ready_copy(dataset: Path, tmp_path: Path, validator: str) -> None:
+    before = _digest(dataset)
+    up = tmp_path / "upload"
+    settings = parse_args([str(dataset), str(up), "participant", "--skip-bids-validation",
+                           "--output-layout", "raw"])
+    qc = tmp_path / "upload_qc"
+    assert settings.output_dir == qc and settings.publish_dir == up and settings.scrub_metadata
+    result = participant_level(settings, get_masker=BoxMasker)
+    assert result.failed  # the unreadable T2w
+    assert _digest(dataset) == before
+
+    # every defaced image under its source's name, its voxels the defaced ones
+    for run in (r for r in result.results if not r.failed):
+        copy = up / run.run.relpath
+        assert copy.is_file(), copy
+        a = np.asanyarray(nib.load(copy).dataobj)
+        b = np.asanyarray(nib.load(run.paths.defaced).dataobj)
+        assert np.array_equal(a, b)
+        src = np.asanyarray(nib.load(dataset / run.run.relpath).dataobj)
+        assert not np.array_equal(a, src)  # not the face-bearing original
+    flair = up / "sub-01/ses-pre/anat/sub-01_ses-pre_FLAIR.nii"  # uncompressed as the source was
+    assert flair.is_file() and not flair.read_bytes().startswith(b"\x1f\x8b")
+    # the failed run, the unselected T1map and sourcedata are left out, and listed
+    assert not (up / "sub-02/ses-pre/anat/sub-02_ses-pre_T2w.nii.gz").exists()
+    assert not (up / "sub-01/ses-pre/anat/sub-01_ses-pre_T1map.nii.gz").exists()
+    assert not (up / "sourcedata").exists()
+    excluded = (up / "derivatives/bids-deface/excluded.tsv").read_text()
+    assert "sub-02_ses-pre_T2w.nii.gz" in excluded and "not selected" in excluded
+    # everything else is there: func, top-level files
+    assert (up / "sub-01/ses-pre/func/sub-01_ses-pre_task-rest_bold.nii.gz").is_file()
+    assert (up / "dataset_description.json").read_text() == (dataset / "dataset_description.json").read_text()
+    # masks under derivatives/, reports and logs outside the tree
+    assert list((up / "derivatives/bids-deface").rglob("*_mask.nii.gz"))
+    assert not list(up.rglob("*.html")) and not (up / "logs").exists()
+    assert list(qc.glob("sub-*.html")) and (qc / "logs").is_dir()
+
+    # metadata: no identifying value anywhere in the upload tree
+    for path in up.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            data = gzip.decompress(data) if path.name.endswith(".gz") else data
+            # (LabNotebookId is not in the default list: see test_scrub for --scrub-fields)
+            for value in (*(v for k, v in SECRETS.items() if k != "LabNotebookId"), "DOE^JANE", "2021-05-03"):
+                assert value.encode() not in data, (path, value)
+    scans = (up / "sub-01/ses-pre/sub-01_ses-pre_scans.tsv").read_text().splitlines()
+    assert len(scans) == 3 and "T1map" not in "".join(scans)  # its row goes with the image
+    assert "sub-01\t89+" in (up / "participants.tsv").read_text()
+    side = json.loads((up / "sub-01/ses-pre/anat/sub-01_ses-pre_acq-mprage_run-1_T1w.json").read_text())
+    assert side["FlipAngle"] == 9 and side["DeidentificationMethodCodeSequence"]
+
+    report = run_validator(up)
+    assert report.errors == [], report.errors
+
+
+def test_raw_layout_arguments(dataset: Path, tmp_path: Path) -> None:
+    up = tmp_path / "upload"
+    with pytest.raises(SystemExit):  # the reports must not land in the upload tree
+        parse_args([str(dataset), str(up), "participant", "--output-layout", "raw", "--qc-dir", str(up / "qc")])
+    with pytest.raises(SystemExit):
+        parse_args([str(dataset), str(up), "participant", "--qc-dir", str(tmp_path / "qc")])
+    settings = parse_args([str(dataset), str(up), "group", "--output-layout", "raw", "--qc-dir", str(tmp_path / "qc")])
+    assert settings.output_dir == tmp_path / "qc" and settings.publish_dir == up
