@@ -229,7 +229,8 @@ def _write_raw_copy(settings: Settings, results: Sequence[RunResult], scrubber: 
     masks = [p for r in done for p in (r.paths.mask, r.paths.mask_json, r.paths.defaced_json)]
     root = settings.publish_dir
     description = dataset_description(settings.bids_dir, root / "derivatives" / "bids-deface")
-    copy = write_raw_copy(settings.bids_dir, root, defaced, failed, masks, scrubber, description)
+    copy = write_raw_copy(settings.bids_dir, root, defaced, failed, masks, scrubber, description,
+                          subjects=settings.participant_label or None, sessions=settings.session_label or None)
     logger.info("upload-ready copy in %s: %d defaced image(s) in place, %d other file(s)%s; reports and "
                 "logs (not for upload) in %s", root, len(copy.replaced), copy.copied,
                 f", {len(copy.excluded)} image(s) left out (derivatives/bids-deface/excluded.tsv)"

@@ -53,14 +53,23 @@ class RawCopy:
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
+    """``dest`` as a hard link to ``src`` (a copy where links are not allowed), replaced
+    atomically; nothing to do when it already is one."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.link")
+    if dest.exists() and os.path.samefile(src, dest):
+        return
+    # one temporary name per process: job-array tasks write the top-level files at once
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.link")
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
     except OSError:  # another file system, or links not allowed
         shutil.copy2(src, tmp)
-    os.replace(tmp, dest)
+    try:
+        os.replace(tmp, dest)
+    finally:
+        # (renaming a link onto another link of the same file does nothing)
+        tmp.unlink(missing_ok=True)
 
 
 def _subject(rel: str) -> str | None:
@@ -78,7 +87,8 @@ def _stem(name: str) -> str:
 
 def write_raw_copy(bids_dir: Path, root: Path, defaced: dict[str, Path], failed: dict[str, str],
                    derived: Iterable[Path], scrubber: Scrubber,
-                   derivative_description: dict[str, Any]) -> RawCopy:
+                   derivative_description: dict[str, Any], subjects: Iterable[str] | None = None,
+                   sessions: Iterable[str] | None = None) -> RawCopy:
     """Write the upload tree under ``root`` (see the module docstring).
 
     Parameters
@@ -90,8 +100,26 @@ def write_raw_copy(bids_dir: Path, root: Path, defaced: dict[str, Path], failed:
     derived : iterable of Path
         Files of the QC folder copied to ``derivatives/bids-deface/`` (masks, their sidecars,
         the defaced images' sidecars), at the same place below their ``sub-*`` folder.
+    subjects : iterable of str, optional
+        Only these subjects' folders are written (with the dataset's top-level files): an
+        invocation with ``--participant-label``, e.g. one task of a job array, writes its
+        own subjects and leaves the others' to their tasks. ``excluded.tsv`` keeps the
+        rows of the other subjects.
+    sessions : iterable of str, optional
+        Likewise for ``--session-label``: only these sessions' folders are written.
     """
     bids_dir, root = Path(bids_dir), Path(root)
+    only = set(subjects) if subjects is not None else None
+    only_ses = set(sessions) if sessions is not None else None
+
+    def mine(rel: str) -> bool:
+        """Whether ``rel`` belongs to this invocation's subjects and sessions."""
+        parts = rel.split("/")
+        if only is not None and _subject(rel) is not None and _subject(rel) not in only:
+            return False
+        return not (only_ses is not None and len(parts) > 2 and parts[1].startswith("ses-")
+                    and parts[1][4:] not in only_ses)
+
     copy = RawCopy(root)
     excluded_rel: set[str] = set()
     files = []
@@ -101,6 +129,8 @@ def write_raw_copy(bids_dir: Path, root: Path, defaced: dict[str, Path], failed:
         if parts[0] in SKIPPED_FOLDERS or any(p.startswith(".") for p in parts):
             continue
         if path.is_dir():
+            continue
+        if not mine(rel):
             continue
         files.append((path, rel))
     for path, rel in files:
@@ -152,9 +182,26 @@ def write_raw_copy(bids_dir: Path, root: Path, defaced: dict[str, Path], failed:
         subject_root = next(p for p in src.parents if p.name.startswith("sub-"))
         _link_or_copy(src, deriv / src.relative_to(subject_root.parent))
     _write_text(deriv / "dataset_description.json", json.dumps(derivative_description, indent=2) + "\n")
-    rows = ["path\treason"] + [f"{p}\t{r}" for p, r in sorted(copy.excluded)]
-    _write_text(deriv / EXCLUDED_TSV, "\n".join(rows) + "\n")
+    _update_excluded(deriv / EXCLUDED_TSV, copy.excluded, None if only is None and only_ses is None else mine)
     return copy
+
+
+def _update_excluded(path: Path, rows: list[tuple[str, str]], mine: Any = None) -> None:
+    """Write ``excluded.tsv``: these rows, and, when only some subjects or sessions were
+    copied (``mine`` tells which paths), the others' rows already there (read and written
+    under a lock: parallel tasks)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # the lock lives beside the upload tree, not in it
+    root = path.parents[2]
+    with open(root.parent / f".{root.name}.excluded.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        kept = []
+        if mine is not None and path.is_file():
+            kept = [line for line in path.read_text().splitlines()[1:] if not mine(line.split("\t", 1)[0])]
+        lines = ["path\treason", *sorted(set(kept) | {f"{p}\t{r}" for p, r in rows})]
+        _write_text(path, "\n".join(lines) + "\n")
 
 
 def _is_table_sidecar(name: str) -> bool:

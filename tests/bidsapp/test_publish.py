@@ -106,3 +106,19 @@ def test_raw_layout_arguments(dataset: Path, tmp_path: Path) -> None:
         parse_args([str(dataset), str(up), "participant", "--qc-dir", str(tmp_path / "qc")])
     settings = parse_args([str(dataset), str(up), "group", "--output-layout", "raw", "--qc-dir", str(tmp_path / "qc")])
     assert settings.output_dir == tmp_path / "qc" and settings.publish_dir == up
+
+
+def test_raw_layout_by_participant_tasks(dataset: Path, tmp_path: Path, validator: str) -> None:
+    """Job-array tasks, one participant each, into one upload folder: each writes its own
+    subjects; the copy and excluded.tsv end up whole."""
+    up = tmp_path / "upload"
+    for label in ("02", "01"):
+        settings = parse_args([str(dataset), str(up), "participant", "--skip-bids-validation",
+                               "--output-layout", "raw", "--participant-label", label])
+        participant_level(settings, get_masker=BoxMasker)
+    assert (up / "sub-01/ses-pre/anat/sub-01_ses-pre_T2w.nii.gz").is_file()
+    assert (up / "sub-02/ses-pre/anat/sub-02_ses-pre_T1w.nii.gz").is_file()
+    excluded = (up / "derivatives/bids-deface/excluded.tsv").read_text()
+    assert "sub-02_ses-pre_T2w.nii.gz" in excluded and "sub-01_ses-pre_T1map.nii.gz" in excluded
+    assert not list(up.rglob(".*"))
+    assert run_validator(up).errors == []
