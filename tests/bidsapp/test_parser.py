@@ -118,3 +118,11 @@ def test_settings_round_trip_to_json(bids_dataset: Path, tmp_path: Path) -> None
     assert data["bids_dir"] == str(bids_dataset)
     with pytest.raises(AttributeError):
         s.overwrite = True  # type: ignore[misc]
+
+
+def test_usage_docs_hold_the_current_help(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/usage.md's option list is ``bids-deface --help`` as it is now (88 columns)."""
+    monkeypatch.setenv("COLUMNS", "88")
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "usage.md").read_text()
+    block = docs.split("## Full option list", 1)[1].split("```\n", 1)[1].split("```", 1)[0]
+    assert block == build_parser().format_help()
