@@ -68,6 +68,22 @@ def write_nifti(
     return nib.load(str(path))
 
 
+def tree_digest(root: Path) -> dict[str, str]:
+    """SHA-256 of every file of a tree, and the target of every link (links are not
+    followed): compared before and after a run, it shows the input was not modified."""
+    import hashlib
+    import os
+
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
 def write_json(path: Path, obj: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from pathlib import Path
 
@@ -15,13 +14,8 @@ from bids_deface.bids.validate import run_validator
 from bids_deface.cli.parser import parse_args
 from bids_deface.workflow import participant_level
 
-from .layouts import BoxMasker, make_dataset, write_json
+from .layouts import BoxMasker, make_dataset, tree_digest, write_json
 from .test_scrub import SECRETS
-
-
-def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -45,7 +39,7 @@ def dataset(tmp_path: Path) -> Path:
 
 
 def test_raw_layout_is_an_upload_ready_copy(dataset: Path, tmp_path: Path, validator: str) -> None:
-    before = _digest(dataset)
+    before = tree_digest(dataset)
     up = tmp_path / "upload"
     settings = parse_args([str(dataset), str(up), "participant", "--skip-bids-validation",
                            "--output-layout", "raw"])
@@ -53,7 +47,7 @@ def test_raw_layout_is_an_upload_ready_copy(dataset: Path, tmp_path: Path, valid
     assert settings.output_dir == qc and settings.publish_dir == up and settings.scrub_metadata
     result = participant_level(settings, get_masker=BoxMasker)
     assert result.failed  # the unreadable T2w
-    assert _digest(dataset) == before
+    assert tree_digest(dataset) == before
 
     # every defaced image under its source's name, its voxels the defaced ones
     for run in (r for r in result.results if not r.failed):

@@ -7,7 +7,6 @@ Every scenario checksums the input tree before and after: it is never modified.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import signal
@@ -25,19 +24,9 @@ from bids_deface.bids.validate import run_validator
 from bids_deface.cli.run import main
 from bids_deface.errors import EXIT_OK, EXIT_RUN_FAILED
 
+from .layouts import tree_digest
+
 pytestmark = pytest.mark.slow
-
-
-def _digest(root: Path) -> dict[str, str]:
-    """Checksum of every file and link target of a tree (links are not followed)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        if p.is_symlink():
-            out[rel] = "link:" + os.readlink(p)
-        elif p.is_file():
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def _dataset(root: Path) -> Path:
@@ -124,12 +113,12 @@ def bad_dataset(tmp_path_factory: pytest.TempPathFactory, s1_2mm: nib.Nifti1Imag
 
 def test_bad_inputs_fail_alone_with_a_clear_message(tmp_path: Path, bad_dataset: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    before = _digest(bad_dataset)
+    before = tree_digest(bad_dataset)
     out = tmp_path / "out"
     code = main([str(bad_dataset), str(out), "participant", "--device", "cpu", "--nprocs", "2",
                  "--skip-bids-validation", "--no-progress"])
     log = capsys.readouterr().err
-    assert _digest(bad_dataset) == before
+    assert tree_digest(bad_dataset) == before
     assert code == EXIT_RUN_FAILED
 
     for subject, words in FAILS.items():
@@ -203,7 +192,7 @@ def test_killed_run_restarts_to_the_same_outputs(tmp_path: Path, s1_2mm: nib.Nif
                                                  validator: str) -> None:
     subjects = ["01", "02", "03"]
     bids = _heads(tmp_path, s1_2mm, subjects)
-    before = _digest(bids)
+    before = tree_digest(bids)
     reference = tmp_path / "reference"
     assert subprocess.run(_cli(bids, reference), capture_output=True).returncode == EXIT_OK
     expected = _tree_ok(bids, reference, subjects)
@@ -228,7 +217,7 @@ def test_killed_run_restarts_to_the_same_outputs(tmp_path: Path, s1_2mm: nib.Nif
 
     assert subprocess.run(_cli(bids, out), capture_output=True).returncode == EXIT_OK
     assert _tree_ok(bids, out, subjects) == expected
-    assert _digest(bids) == before
+    assert tree_digest(bids) == before
     assert run_validator(out).errors == []
 
 
@@ -237,7 +226,7 @@ def test_parallel_participants_into_one_output(tmp_path: Path, s1_2mm: nib.Nifti
     """Four processes, one participant each (as job-array tasks), into one output folder."""
     subjects = ["01", "02", "03", "04"]
     bids = _heads(tmp_path, s1_2mm, subjects)
-    before = _digest(bids)
+    before = tree_digest(bids)
     out = tmp_path / "out"
     procs = [subprocess.Popen(_cli(bids, out, "--participant-label", s), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE) for s in subjects]
@@ -245,7 +234,7 @@ def test_parallel_participants_into_one_output(tmp_path: Path, s1_2mm: nib.Nifti
         _, err = p.communicate(timeout=600)
         assert p.returncode == EXIT_OK, err.decode()
     _tree_ok(bids, out, subjects)
-    assert _digest(bids) == before
+    assert tree_digest(bids) == before
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     assert len(list((out / "logs").glob("bids-deface_participant_*.log"))) == 4

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from bids_deface.cli.parser import parse_args
 from bids_deface.settings import Settings
 from bids_deface.workflow import DATE_SHIFT_KEY, participant_level
 
-from .layouts import BoxMasker, make_dataset, write_json
+from .layouts import BoxMasker, make_dataset, tree_digest, write_json
 
 #: identifying values planted in the input; none may appear anywhere in the outputs
 SECRETS = {
@@ -26,11 +25,6 @@ SECRETS = {
     "ReferringPhysicianName": "DR^HIBBERT", "ImageComments": "patient anxious, mother present",
     "LabNotebookId": "LNB-2291",
 }
-
-
-def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -52,13 +46,13 @@ def identifying_dataset(tmp_path: Path) -> Path:
 def test_scrubbed_outputs_hold_no_identifying_value(identifying_dataset: Path, tmp_path: Path,
                                                    validator: str) -> None:
     bids = identifying_dataset
-    before = _digest(bids)
+    before = tree_digest(bids)
     out = tmp_path / "out"
     settings = parse_args([str(bids), str(out), "participant", "--skip-bids-validation",
                            "--scrub-metadata", "--scrub-fields", str(bids / "extra_fields.txt")])
     result = participant_level(settings, get_masker=BoxMasker)
     assert not result.failed
-    assert _digest(bids) == before
+    assert tree_digest(bids) == before
 
     # nothing identifying in any output but the key under logs/
     for path in out.rglob("*"):
