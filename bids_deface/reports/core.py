@@ -339,7 +339,11 @@ def _figures_for(run: ReportRun) -> RunFigures | None:
     try:
         return make_run_figures(run.source, run.defaced, run.mask)
     except Exception as exc:  # a report must not fail because one figure did
-        logger.exception("figures of %s failed", run.name)
+        if run.status == "failed":
+            # the run's own error says why already (often the same unreadable file)
+            logger.debug("no figures of the failed run %s: %s", run.name, exc, exc_info=True)
+        else:
+            logger.exception("figures of %s failed", run.name)
         return RunFigures(notes=(f"Figures could not be made: {type(exc).__name__}: {exc}",))
 
 
