@@ -226,10 +226,10 @@ def _write_raw_copy(settings: Settings, results: Sequence[RunResult], scrubber: 
     failed = {r.run.relpath: (r.error or "failed") for r in results if r.failed}
     # into derivatives/: the masks and the QC record of each image (its sidecar: de-identified
     # metadata and the Defacing object), not the defaced image, which is in place in the copy
-    masks = [p for r in done for p in (r.paths.mask, r.paths.mask_json, r.paths.defaced_json)]
+    derived = [p for r in done for p in (r.paths.mask, r.paths.mask_json, r.paths.defaced_json)]
     root = settings.publish_dir
     description = dataset_description(settings.bids_dir, root / "derivatives" / "bids-deface")
-    copy = write_raw_copy(settings.bids_dir, root, defaced, failed, masks, scrubber, description,
+    copy = write_raw_copy(settings.bids_dir, root, defaced, failed, derived, scrubber, description,
                           subjects=settings.participant_label or None, sessions=settings.session_label or None)
     logger.info("upload-ready copy in %s: %d defaced image(s) in place, %d other file(s)%s; reports and "
                 "logs (not for upload) in %s", root, len(copy.replaced), copy.copied,

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -83,8 +84,6 @@ def load_key(path: Path) -> bytes:
             key = bytes.fromhex(path.read_text().strip() or "00")
             if len(key) == 32:
                 return key
-            import time
-
             time.sleep(0.01)
         raise ValueError(f"{path} does not hold a date-shift key")
     key = secrets.token_bytes(32)
