@@ -17,6 +17,9 @@
 # ---------------------------------------------------------------------------- build --
 FROM python:3.11-slim AS build
 
+# RUN lines with a pipe fail when any command in it fails, not only the last (hadolint DL4006)
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -28,12 +31,16 @@ COPY models/ models/
 # hatchling (the build backend) comes in pip's isolated build environment
 RUN python -m pip wheel --no-deps --wheel-dir /dist .
 # an image without the model could only exit with code 6: refuse to build it
+# (grep without -q reads the whole listing, so with pipefail the lister never dies of a closed pipe)
 RUN python -m zipfile -l /dist/bids_deface-*.whl \
-      | grep -E -q 'bids_deface/_models/Dataset801_FaceEars/[^/]+/fold_all/checkpoint_final\.pth' \
+      | grep -E 'bids_deface/_models/Dataset801_FaceEars/[^/]+/fold_all/checkpoint_final\.pth' >/dev/null \
  || { echo "no trained model in the wheel: models/Dataset801_FaceEars/*/fold_all/checkpoint_final.pth is missing" >&2; exit 1; }
 
 # -------------------------------------------------------------------------- runtime --
 FROM python:3.11-slim AS runtime
+
+# as in the build stage: a pipe in a RUN line fails when any of its commands fails
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # torch is installed first, from the PyTorch index, and then pinned: nnunetv2's
 # dependencies (timm -> torchvision) must not replace it with another build.

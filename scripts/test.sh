@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+bash ci/install-hadolint.sh >/dev/null   # the Dockerfile linter (tests/test_recipes.py)
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
