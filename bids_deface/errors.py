@@ -11,6 +11,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_RUN_FAILED",
     "EXIT_USAGE",
+    "EXIT_QC_NOT_PASS",
     "BidsDefaceError",
     "UsageError",
     "InvalidDatasetError",
@@ -28,6 +29,10 @@ EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 #: Bad command line (argparse uses the same code).
 EXIT_USAGE = 2
+#: Every run finished, but the QC verdict of at least one image is not ``pass``
+#: (``face-remaining``, ``brain-removed``, ``not-defaced`` or ``review``): look at it
+#: before sharing. In ``--qc-only`` mode: an audited image is not ``pass``.
+EXIT_QC_NOT_PASS = 7
 
 
 class BidsDefaceError(Exception):

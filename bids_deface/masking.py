@@ -24,7 +24,7 @@ from .anatomy import block_reduce, set_threads, drop_behind_ears, ear_zone, head
 from .deface import brain_guard_parts, clean_face_mask, slab_splits
 from .inputs import InputKind, judge_input
 
-__all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256",
+__all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "to_ras",
            "head_scale", "image_head_scale", "shown_scale", "LABELS"]
 
 logger = logging.getLogger(__name__)
@@ -110,6 +110,17 @@ class MaskPrediction:
     input_kind: InputKind | None = None
     """What the image holds (:func:`bids_deface.inputs.judge_input`); nothing is removed
     unless it is a head with a face."""
+    face_predicted: np.ndarray | None = None
+    """The network's face label before cleaning, the ear zone and the guard (for the QC
+    verdict's evidence, :mod:`bids_deface.qc`)."""
+
+    def label_map(self) -> np.ndarray:
+        """The network's labels on the image's grid: 0 keep, 1 face (as predicted), 2 brain."""
+        out = np.zeros(self.brain.shape, np.uint8)
+        if self.face_predicted is not None:
+            out[self.face_predicted] = LABELS["face"]
+        out[self.brain] = LABELS["brain"]
+        return out
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -142,6 +153,10 @@ def _to_ras(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     (flips and axis swaps only, no interpolation)."""
     ornt, zooms = _ras_frame(img)
     return ornt, nib.orientations.apply_orientation(_as_3d_float(img), ornt), zooms
+
+
+#: Public name of :func:`_to_ras` for the modules that judge images in RAS axis order.
+to_ras = _to_ras
 
 
 def _from_ras(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
@@ -368,6 +383,11 @@ class FaceModel:
         seg, brain = self._labels_ras(ras, ras_zooms, spacing_zyx)
         return _from_ras(seg, ornt), _from_ras(brain, ornt)
 
+    def label_map_ras(self, data: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
+        """Label map (0 keep, 1 face, 2 brain) of an image already in RAS axis order
+        (``data``, voxel sizes ``zooms``), on that grid, with the model at its plan's spacing."""
+        return self._labels_ras(np.ascontiguousarray(data, np.float32), np.asarray(zooms, float))[0]
+
     def predict_labels(self, img: nib.Nifti1Image, spacing_zyx: tuple[float, ...] | None = None) -> np.ndarray:
         """Label map (0 keep, 1 face, 2 brain) on the grid of ``img``, with the model
         seeing the image at ``spacing_zyx`` (default: the plan's spacing)."""
@@ -423,12 +443,14 @@ class FaceModel:
                 face=np.zeros(img.shape[:3], bool), brain=_from_ras(seg == LABELS["brain"], ornt),
                 face_raw_voxels=int(np.count_nonzero(seg == LABELS["face"])), guard_voxels=0,
                 seconds=clock.total, timings=clock.laps, spacing_mm=self.spacing_zyx,
-                guard_mm={}, guard_brain=_from_ras(guard_brain, ornt), input_kind=kind)
+                guard_mm={}, guard_brain=_from_ras(guard_brain, ornt), input_kind=kind,
+                face_predicted=_from_ras(seg == LABELS["face"], ornt))
         spacing = self.adapted_spacing(head_scale(brain, zooms, largest=True))
         if spacing != self.spacing_zyx:
             # a small head: once more, at the finer spacing that shows it larger
             seg, guard_brain = self._labels_ras(ras, ras_zooms, spacing, clock=clock)
         face = seg == LABELS["face"]
+        face_predicted = face.copy()
         brain = seg == LABELS["brain"]
         del seg
         face = drop_behind_ears(clean_face_mask(face, zooms, min_component_ml), brain, zooms)
@@ -459,6 +481,7 @@ class FaceModel:
             guard_mm=guards,
             guard_brain=_from_ras(guard_brain, ornt),
             input_kind=kind,
+            face_predicted=_from_ras(face_predicted, ornt),
         )
         clock.lap("conform")
         return dataclasses.replace(result, seconds=clock.total, timings=clock.laps)

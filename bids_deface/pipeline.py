@@ -40,6 +40,7 @@ __all__ = [
     "RunResult",
     "QC_THRESHOLDS",
     "qc_flags",
+    "qc_verdict",
     "load_face_model",
     "input_checksum",
     "same_input",
@@ -99,6 +100,12 @@ class RunResult:
     @property
     def failed(self) -> bool:
         return self.status == "failed"
+
+    @property
+    def verdict(self) -> str | None:
+        """The QC verdict in the sidecar (:mod:`bids_deface.qc`); None when there is none."""
+        qc = self.sidecar.get("Defacing", {}).get("QC") if self.sidecar else None
+        return qc.get("Verdict") if isinstance(qc, Mapping) else None
 
 
 def qc_flags(
@@ -189,9 +196,25 @@ def complete_outputs(paths: OutputPaths, run: AnatRun, checksum: str | None,
     return sidecar
 
 
+def qc_verdict(masker: Masker, img: nib.Nifti1Image, defaced: np.ndarray,
+               prediction: Prediction) -> dict[str, Any] | None:
+    """The QC verdict on ``defaced`` (:func:`bids_deface.qc.verdict.judge_image`) as its
+    sidecar record; None for a masker that is not the face model (it has no network to
+    judge with)."""
+    if not hasattr(masker, "label_map_ras"):
+        return None
+    from .qc.verdict import judge_image
+
+    labels = prediction.label_map() if hasattr(prediction, "label_map") else None
+    verdict = judge_image(masker, img, defaced, labels)
+    logger.debug("%s: QC verdict %s (%.2f) in %.1f s", img.get_filename(), verdict.verdict, verdict.probability,
+                 verdict.evidence.seconds)
+    return verdict.record()
+
+
 def _defacing_record(
     masker: Masker, prediction: Prediction, img: nib.Nifti1Image, checksum: str, seconds: float,
-    annex: str | None = None,
+    annex: str | None = None, qc: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     zooms = img.header.get_zooms()[:3]
     voxel_ml = float(np.prod([float(z) for z in zooms])) / 1000.0
@@ -220,6 +243,7 @@ def _defacing_record(
         "QCFlags": list(flags),
         **({"InputKind": prediction.input_kind.kind}
            if getattr(prediction, "input_kind", None) is not None else {}),
+        **({"QC": dict(qc)} if qc is not None else {}),
         "InputSHA256": checksum,
         **({"InputAnnexKey": annex} if annex else {}),
     }
@@ -263,12 +287,13 @@ def process_run(
     prediction = masker.predict(img)
     face = np.asarray(prediction.face, dtype=bool)
     raw = deface_image(img, face)
+    qc = qc_verdict(masker, img, raw, prediction)
     where = paths.defaced.name
     save_raw_like(raw, img, paths.defaced, header=scrubber.header(img.header, where) if scrubber else None)
     save_mask_like(face, img, paths.mask)
     write_json(paths.mask_json, mask_sidecar(run))
     record = _defacing_record(masker, prediction, img, checksum, time.perf_counter() - t0,
-                              annex_key(run.path))
+                              annex_key(run.path), qc)
     metadata = None
     if scrubber is not None:
         record["MetadataScrubbed"] = True

@@ -64,6 +64,9 @@ class Settings:
     """De-identify the metadata of the outputs (:mod:`bids_deface.bids.scrub`)."""
     scrub_fields: tuple[str, ...] = ()
     """Fields removed besides the default list (from ``--scrub-fields``)."""
+    qc_only: bool = False
+    """``--qc-only``: judge the dataset's images as they are (audit mode,
+    :mod:`bids_deface.qc.audit`); change nothing, write ``qc.tsv`` and reports."""
     verbosity: int = 0
     """0 warnings and run results, 1 info, 2 debug."""
     progress: bool = True

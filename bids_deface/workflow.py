@@ -40,6 +40,7 @@ from .settings import Settings
 __all__ = [
     "LevelResult",
     "check_paths",
+    "discover",
     "participant_level",
     "group_level",
     "group_rows",
@@ -52,8 +53,8 @@ logger = logging.getLogger(__name__)
 #: Columns of ``group.tsv`` (also the keys of the rows given to the group index).
 GROUP_COLUMNS: tuple[str, ...] = (
     "subject", "session", "name", "suffix", "status", "flags", "voxels_removed", "ml_removed",
-    "guard_voxels", "brain_voxels", "seconds", "device", "model", "model_sha256", "source",
-    "defaced", "mask", "report", "error",
+    "guard_voxels", "brain_voxels", "qc_verdict", "qc_probability", "seconds", "device", "model",
+    "model_sha256", "source", "defaced", "mask", "report", "error",
 )
 
 _STATUS_RANK = {"failed": 0, "missing": 1, "stale": 2}
@@ -77,6 +78,11 @@ class LevelResult:
     @property
     def failed(self) -> bool:
         return any(r.failed for r in self.results) or bool(self.report_errors)
+
+    @property
+    def not_passed(self) -> list[RunResult]:
+        """Runs that finished with a QC verdict other than ``pass``."""
+        return [r for r in self.results if not r.failed and r.verdict not in (None, "pass")]
 
 
 def check_paths(bids_dir: Path, output_dir: Path, work_dir: Path | None = None) -> None:
@@ -237,7 +243,7 @@ def _write_raw_copy(settings: Settings, results: Sequence[RunResult], scrubber: 
                 if copy.excluded else "", settings.output_dir)
 
 
-def _discover(settings: Settings) -> list[AnatRun]:
+def discover(settings: Settings) -> list[AnatRun]:
     runs = discover_runs(settings.bids_dir, settings.participant_label, settings.session_label,
                          settings.suffixes, settings.bids_filters)
     if not runs:
@@ -281,7 +287,7 @@ def participant_level(
         report = (Path(settings.work_dir) / "bids_validator_input.json"
                   if settings.work_dir else None)
         validate_input(settings.bids_dir, report_json=report)
-    runs = _discover(settings)
+    runs = discover(settings)
     if on_runs is not None:
         on_runs(runs)
     output_dir = settings.output_dir
@@ -345,6 +351,7 @@ def group_rows(settings: Settings, runs: Sequence[AnatRun]) -> list[dict[str, An
             status = "missing"
             flags.append("not_processed")
         report = subject_report_path(out, run.subject)
+        qc = defacing.get("QC") if complete and isinstance(defacing.get("QC"), dict) else {}
         rows.append({
             "subject": run.subject,
             "session": run.session or "",
@@ -356,6 +363,8 @@ def group_rows(settings: Settings, runs: Sequence[AnatRun]) -> list[dict[str, An
             "ml_removed": defacing.get("VolumeRemovedML") if complete else None,
             "guard_voxels": defacing.get("GuardVoxels") if complete else None,
             "brain_voxels": defacing.get("BrainVoxels") if complete else None,
+            "qc_verdict": qc.get("Verdict"),
+            "qc_probability": qc.get("Probability"),
             "seconds": defacing.get("Seconds") if complete else None,
             "device": defacing.get("Device") if complete else None,
             "model": defacing.get("Model") if complete else None,
@@ -366,7 +375,8 @@ def group_rows(settings: Settings, runs: Sequence[AnatRun]) -> list[dict[str, An
             "report": report.relative_to(out).as_posix() if report.is_file() else None,
             "error": error,
         })
-    rows.sort(key=lambda r: (_STATUS_RANK.get(r["status"], 3 if r["flags"] else 4),
+    rows.sort(key=lambda r: (_STATUS_RANK.get(r["status"], 2 if r["qc_verdict"] not in (None, "pass")
+                                              else 3 if r["flags"] else 4),
                              r["subject"], r["session"], r["name"]))
     return rows
 
@@ -392,7 +402,7 @@ def write_group_tsv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 def group_level(settings: Settings) -> LevelResult:
     """Write ``group.tsv`` and ``group.html`` for every selected run of the dataset."""
     check_paths(settings.bids_dir, settings.output_dir)
-    runs = _discover(settings)
+    runs = discover(settings)
     out = settings.output_dir
     out.mkdir(parents=True, exist_ok=True)
     write_bidsignore(out)

@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --output-layout raw: where the reports, logs and the other outputs go "
                              "(default: <output_dir>_qc beside output_dir)")
 
+    qc = parser.add_argument_group("quality control")
+    qc.add_argument("--qc-only", action="store_true",
+                    help="audit mode: judge the images as they are (a dataset defaced by any tool, or "
+                         "this tool's derivatives), change nothing; verdicts in OUTPUT_DIR/qc.tsv and "
+                         "per-subject reports; exit code 7 when any image is not 'pass'")
     meta = parser.add_argument_group("metadata")
     meta.add_argument("--scrub-metadata", action="store_true",
                       help="de-identify the outputs' metadata: identifying sidecar fields removed, dates "
@@ -145,6 +150,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
             parser.error(f"the QC folder {output_dir} must lie outside the upload folder {publish}")
     elif args.qc_dir:
         parser.error("--qc-dir needs --output-layout raw")
+    if args.qc_only and (publish or args.scrub_metadata or args.overwrite):
+        parser.error("--qc-only changes nothing: it cannot be combined with --output-layout raw, "
+                     "--scrub-metadata or --overwrite")
+    if args.qc_only and args.analysis_level != "participant":
+        parser.error("--qc-only runs at the participant level")
     if args.scrub_fields and not (args.scrub_metadata or publish):
         parser.error("--scrub-fields needs --scrub-metadata (or --output-layout raw)")
     return Settings(
@@ -165,6 +175,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         publish_dir=publish,
         scrub_metadata=args.scrub_metadata or publish is not None,
         scrub_fields=tuple(extra),
+        qc_only=args.qc_only,
         verbosity=args.verbosity,
         progress=not args.no_progress,
     )

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..errors import EXIT_OK, EXIT_RUN_FAILED, BidsDefaceError, exit_code_for
+from ..errors import EXIT_OK, EXIT_QC_NOT_PASS, EXIT_RUN_FAILED, BidsDefaceError, exit_code_for
 from ..settings import Settings
 
 __all__ = ["main"]
@@ -143,6 +143,10 @@ class _Progress:
 def _run(settings: Settings, progress: _Progress) -> int:
     from ..workflow import group_level, participant_level
 
+    if settings.qc_only:
+        from ..qc.audit import audit_level
+
+        return audit_level(settings)
     if settings.analysis_level == "group":
         result = group_level(settings)
     else:
@@ -166,7 +170,13 @@ def _run(settings: Settings, progress: _Progress) -> int:
                 sys.stderr.write(summary + "\n")
     for message in result.report_errors:
         logger.error(message)
-    return EXIT_RUN_FAILED if result.failed else EXIT_OK
+    if result.failed:
+        return EXIT_RUN_FAILED
+    if result.not_passed:
+        logger.warning("%d image(s) finished with a QC verdict other than pass: %s", len(result.not_passed),
+                       ", ".join(f"{r.run.name} ({r.verdict})" for r in result.not_passed))
+        return EXIT_QC_NOT_PASS
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -199,7 +199,7 @@ would keep them too. The ceiling in the table above (0.959 / 0.981) takes the mo
 smaller guard (2.5 mm), which these voxels do not get, as the model's own face does not
 reach them. So this case passes only with less room for error beside the ears of a
 newborn-size head, and with this network that costs the margin of another case:
-[benchmarks/ear_zone_guard.md](../benchmarks/ear_zone_guard.md) guards the same masks of the
+[experiments/ear_zone_guard.md](experiments/ear_zone_guard.md) guards the same masks of the
 small-head cases with the ear zone's room for error scaled down. Its ears reach 0.95 with
 half the room (the ear zone guarded by 2.63 mm: 0.952 / 0.974), not with three quarters of
 it (2.95 mm: 0.938 / 0.961). With half the room the mask comes within 0.6 mm of the brain
@@ -271,18 +271,28 @@ slab off it (`bids_deface.deface.guard_distance_mm`;
 built, its ceiling on the 3 mm newborn case was computed from the independent brain mask
 (0.959 / 0.982 at that case's 2.5 mm guard, head tissue taken from the T1w; against 0.895 / 0.906 for the guard counted
 between slabs), so the thick cases are not an unseen test of it. It was then checked on
-the training heads ([benchmarks/thick_guard.md](../benchmarks/thick_guard.md),
+the training heads ([experiments/thick_guard.md](experiments/thick_guard.md),
 [benchmarks/small_heads.md](../benchmarks/small_heads.md): no brain removed) and run on
 this table once. Against the guard counted between slabs, the ears of the 5 mm cases went
 from 0.956 / 0.986 (T1w) and 0.976 / 0.976 (T2w) to 0.983 / 0.997 and 0.995 / 0.992, those
 of the 3 mm newborn from 0.891 / 0.915 to 0.915 / 0.940, and the smallest distance to the
 brain from 3.0, 3.2 and 2.4 mm to 3.0, 3.0 and 1.8 mm; the thin cases are unchanged.
 
-After that run, [benchmarks/ear_zone_guard.md](../benchmarks/ear_zone_guard.md) guarded the
+After that run, [experiments/ear_zone_guard.md](experiments/ear_zone_guard.md) guarded the
 masks of the small-head cases again with less room for error in the ear zone, to measure
 what the case below target would need (*The case below target*, above); no rule was
 changed from it.
 """
+
+
+#: Where the generated part of a validation page ends: what follows is kept on regeneration.
+KEPT = "<!-- the sections below are not generated; they are kept when the table is regenerated -->"
+
+
+def kept_part(path: Path) -> str:
+    """The part of the page at ``path`` from :data:`KEPT` on (empty when there is none)."""
+    text = path.read_text() if path.is_file() else ""
+    return "\n" + text[text.index(KEPT):] if KEPT in text else ""
 
 
 def to_markdown(rows: list[dict], command: str) -> str:
@@ -346,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.markdown:
-        args.markdown.write_text(table)
+        args.markdown.write_text(table + kept_part(args.markdown))
     return 0 if all(r["pass"] for r in rows) else 1
 
 

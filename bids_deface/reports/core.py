@@ -97,6 +97,8 @@ class ReportRun:
     status: str = "ok"
     error: str | None = None
     flags: tuple[str, ...] = ()
+    audit: bool = False
+    """The image is judged as it is (``--qc-only``): it is shown "as audited", not "before"."""
 
 
 # --------------------------------------------------------------------------- formatting
@@ -217,20 +219,23 @@ def status_class(status: str) -> str:
     return status if status in ("ok", "failed", "skipped") else "other"
 
 
-def problem_rank(status: str, flags: Sequence[str]) -> int:
+def problem_rank(status: str, flags: Sequence[str], verdict: str | None = None) -> int:
     """Sort key of a run, problems first.
 
     ``failed`` (0); any other status that is neither ``ok`` nor ``skipped``, such as
-    ``stale`` or ``missing`` (1); flagged runs (2); ``skipped`` (3); ``ok`` (4).
+    ``stale`` or ``missing``, and a QC verdict other than ``pass`` (1); flagged runs (2);
+    ``skipped`` (3); ``ok`` (4).
 
     Examples
     --------
     >>> [problem_rank(s, f) for s, f in [("ok", ()), ("failed", ()), ("ok", ("x",))]]
     [4, 0, 2]
+    >>> problem_rank("ok", (), "review"), problem_rank("ok", (), "pass")
+    (1, 4)
     """
     if status == "failed":
         return 0
-    if status not in ("ok", "skipped"):
+    if status not in ("ok", "skipped") or verdict not in (None, "pass"):
         return 1
     if flags:
         return 2
@@ -291,18 +296,22 @@ def _run_context(index: int, run: ReportRun, figures: RunFigures | None) -> dict
         for key, label, unit in DEFACING_FIELDS
         if key in defacing
     ]
-    known = {k for k, _, _ in DEFACING_FIELDS} | set(FLAG_KEYS)
+    known = {k for k, _, _ in DEFACING_FIELDS} | set(FLAG_KEYS) | {"QC"}
     numbers += [
         {"key": str(k), "label": _key_label(k), "value": _fmt(v)}
         for k, v in defacing.items()
         if k not in known
     ]
     figures = figures or RunFigures()
+    qc = defacing.get("QC") if isinstance(defacing.get("QC"), Mapping) else {}
+    verdict = qc.get("Verdict")
     return {
         "anchor": _anchor(index, run.name),
         "name": run.name,
         "status": run.status,
-        "rank": problem_rank(run.status, flags),
+        "rank": problem_rank(run.status, flags, verdict),
+        "verdict": verdict,
+        "qc": _qc_context(qc) if qc else None,
         "flags": flags,
         "error": run.error,
         "numbers": numbers,
@@ -318,7 +327,7 @@ def _run_context(index: int, run: ReportRun, figures: RunFigures | None) -> dict
         "renders": [
             {"title": title, "images": [(_VIEW_TITLES[v], figures.renders[key][v]) for v in VIEWS
                                         if v in figures.renders[key]]}
-            for key, title in (("before", "Before"), ("after", "After"))
+            for key, title in (("before", "As audited" if run.audit else "Before"), ("after", "After"))
             if key in figures.renders
         ],
         "view_titles": [_VIEW_TITLES[v] for v in VIEWS],
@@ -329,6 +338,37 @@ def _run_context(index: int, run: ReportRun, figures: RunFigures | None) -> dict
         ],
         "notes": list(figures.notes),
         "sidecar_json": json.dumps(sidecar, indent=2, default=str) if sidecar else "",
+    }
+
+
+#: What each verdict tells the reader (``bids_deface.qc``).
+VERDICT_TEXT = {
+    "pass": "No face feature left and no brain removed, as far as the QC classifier can tell.",
+    "face-remaining": "An eye, the nose, the mouth or an ear is still there: do not share this image.",
+    "brain-removed": "Brain tissue was cut or zeroed: the image is damaged for analysis.",
+    "not-defaced": "Nothing was removed, or the removal misses the face: do not share this image.",
+    "review": "The QC classifier is not sure, or the image is not a head: look at it before sharing.",
+}
+
+
+def verdict_class(verdict: str | None) -> str:
+    """CSS class of a verdict badge."""
+    return "ok" if verdict == "pass" else "other" if verdict == "review" else "failed" if verdict else "skipped"
+
+
+def _qc_context(qc: Mapping[str, Any]) -> dict[str, Any]:
+    evidence = qc.get("Evidence") if isinstance(qc.get("Evidence"), Mapping) else {}
+    probs = qc.get("Probabilities") if isinstance(qc.get("Probabilities"), Mapping) else {}
+    verdict = str(qc.get("Verdict", ""))
+    return {
+        "verdict": verdict,
+        "cls": verdict_class(verdict),
+        "text": VERDICT_TEXT.get(verdict, ""),
+        "probability": _fmt(qc.get("Probability")),
+        "probabilities": ", ".join(f"{k} {_fmt(v)}" for k, v in probs.items()),
+        "notes": _as_flags(qc.get("Notes")),
+        "with_original": bool(qc.get("WithOriginal")),
+        "evidence": [{"key": str(k), "value": _fmt(v)} for k, v in evidence.items() if v is not None],
     }
 
 
@@ -392,13 +432,17 @@ def _row_context(row: Mapping[str, Any]) -> dict[str, Any]:
     session = "" if row.get("session") in (None, "") else str(row.get("session"))
     if session and not session.startswith("ses-"):
         session = f"ses-{session}"
+    verdict = row.get("qc_verdict") or None
     return {
         "subject": _subject_label(row.get("subject", "")),
         "session": session,
         "name": str(row.get("name", "")),
         "status": status,
         "flags": flags,
-        "rank": problem_rank(status, flags),
+        "verdict": verdict,
+        "verdict_cls": verdict_class(verdict),
+        "qc_probability": _fmt(row.get("qc_probability")),
+        "rank": problem_rank(status, flags, verdict),
         "voxels_removed": _fmt(row.get("voxels_removed")),
         "ml_removed": _fmt(row.get("ml_removed")),
         "guard_voxels": _fmt(row.get("guard_voxels")),

@@ -15,6 +15,7 @@ import pytest
 from bids_deface.bids.validate import run_validator
 from bids_deface.cli.run import main
 from bids_deface.data import default_model_dir
+from bids_deface.errors import EXIT_QC_NOT_PASS
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +32,15 @@ def test_example_dataset_participant_and_group(tmp_path: Path, validator: str) -
     shutil.copytree(EXAMPLE, bids)
     before = _digest(bids)
     out = tmp_path / "out"
-    assert main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress"]) == 0
+    code = main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress"])
     assert _digest(bids) == before  # the input is never modified
 
     sidecars = sorted(out.rglob("*_desc-defaced_*.json"))
     assert len(sidecars) == 4
+    verdicts = [json.loads(p.read_text())["Defacing"]["QC"]["Verdict"] for p in sidecars]
+    assert set(verdicts) <= {"pass", "face-remaining", "brain-removed", "not-defaced", "review"}
+    # 0 only when every verdict is pass; 7 when every run finished but one is not
+    assert code == (0 if set(verdicts) == {"pass"} else EXIT_QC_NOT_PASS), verdicts
     for side_path in sidecars:
         side = json.loads(side_path.read_text())
         d = side["Defacing"]
@@ -70,11 +75,14 @@ def test_example_dataset_participant_and_group(tmp_path: Path, validator: str) -
         assert html.count("data:image/png;base64,") >= 4 and "http://" not in html
         assert "Brain guard" in html
 
-    # a rerun skips the complete runs; the group level summarises them
-    assert main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress"]) == 0
+    # a rerun skips the complete runs (same verdicts, same exit); the group level summarises them
+    assert main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress"]) == code
     assert main([str(bids), str(out), "group"]) == 0
     rows = list(csv.DictReader((out / "group.tsv").open(), delimiter="\t"))
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert sorted(r["qc_verdict"] for r in rows) == sorted(verdicts)
+    ranks = [r["qc_verdict"] == "pass" for r in rows]
+    assert ranks == sorted(ranks)  # verdicts other than pass are listed first
     assert (out / "group.html").is_file()
     assert run_validator(out).errors == []
 
@@ -102,12 +110,15 @@ def test_images_with_no_face_come_out_unchanged_and_flagged(tmp_path: Path, vali
         (anat / f"sub-{sub}_T1w.json").write_text(json.dumps({"MagneticFieldStrength": 3}))
     before = _digest(bids)
     out = tmp_path / "out"
-    assert main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress"]) == 0
+    # the empty image's QC verdict is review: every run finished, one verdict is not pass
+    assert main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress"]) == EXIT_QC_NOT_PASS
     assert _digest(bids) == before
-    for sub, flag, kind in (("10", "empty_image", "empty"), ("11", "no_face_in_image", "no_face")):
+    for sub, flag, kind, verdict in (("10", "empty_image", "empty", "review"),
+                                     ("11", "no_face_in_image", "no_face", "pass")):
         side_path = next(out.rglob(f"sub-{sub}_desc-defaced_T1w.json"))
         d = json.loads(side_path.read_text())["Defacing"]
         assert d["VoxelsRemoved"] == 0 and d["InputKind"] == kind and d["QCFlags"][0] == flag
+        assert d["QC"]["Verdict"] == verdict and d["QC"]["Notes"] == [flag], d["QC"]
         defaced = nib.load(side_path.with_name(side_path.name.replace(".json", ".nii.gz")))
         source = nib.load(bids / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz")
         np.testing.assert_array_equal(np.asanyarray(defaced.dataobj), np.asanyarray(source.dataobj))

@@ -22,7 +22,10 @@ import pytest
 
 from bids_deface.bids.validate import run_validator
 from bids_deface.cli.run import main
-from bids_deface.errors import EXIT_OK, EXIT_RUN_FAILED
+from bids_deface.errors import EXIT_OK, EXIT_QC_NOT_PASS, EXIT_RUN_FAILED
+
+#: Exit codes of a run in which every image was defaced (whatever its QC verdict).
+FINISHED = (EXIT_OK, EXIT_QC_NOT_PASS)
 
 from .layouts import tree_digest
 
@@ -132,6 +135,8 @@ def test_bad_inputs_fail_alone_with_a_clear_message(tmp_path: Path, bad_dataset:
     for subject, flag in UNCHANGED.items():
         side = json.loads(next((out / f"sub-{subject}" / "anat").glob("*_desc-defaced_T1w.json")).read_text())
         assert side["Defacing"]["VoxelsRemoved"] == 0 and flag in side["Defacing"]["QCFlags"], subject
+        # not a head: the QC verdict refers it to a person, with the same note
+        assert side["Defacing"]["QC"]["Verdict"] == "review" and side["Defacing"]["QC"]["Notes"] == [flag], subject
         a = nib.load(bad_dataset / f"sub-{subject}" / "anat" / f"sub-{subject}_T1w.nii.gz")
         b = nib.load(next((out / f"sub-{subject}" / "anat").glob("*_desc-defaced_T1w.nii.gz")))
         assert np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
@@ -194,7 +199,7 @@ def test_killed_run_restarts_to_the_same_outputs(tmp_path: Path, s1_2mm: nib.Nif
     bids = _heads(tmp_path, s1_2mm, subjects)
     before = tree_digest(bids)
     reference = tmp_path / "reference"
-    assert subprocess.run(_cli(bids, reference), capture_output=True).returncode == EXIT_OK
+    assert subprocess.run(_cli(bids, reference), capture_output=True).returncode in FINISHED
     expected = _tree_ok(bids, reference, subjects)
 
     out = tmp_path / "out"
@@ -215,7 +220,7 @@ def test_killed_run_restarts_to_the_same_outputs(tmp_path: Path, s1_2mm: nib.Nif
     (out / "sub-02" / "anat").mkdir(parents=True, exist_ok=True)
     (out / "sub-02" / "anat" / ".sub-02_desc-defaced_T1w.killed.nii.gz").write_bytes(b"\x1f\x8b partial")
 
-    assert subprocess.run(_cli(bids, out), capture_output=True).returncode == EXIT_OK
+    assert subprocess.run(_cli(bids, out), capture_output=True).returncode in FINISHED
     assert _tree_ok(bids, out, subjects) == expected
     assert tree_digest(bids) == before
     assert run_validator(out).errors == []
@@ -232,7 +237,7 @@ def test_parallel_participants_into_one_output(tmp_path: Path, s1_2mm: nib.Nifti
                               stderr=subprocess.PIPE) for s in subjects]
     for p in procs:
         _, err = p.communicate(timeout=600)
-        assert p.returncode == EXIT_OK, err.decode()
+        assert p.returncode in FINISHED, err.decode()
     _tree_ok(bids, out, subjects)
     assert tree_digest(bids) == before
     description = json.loads((out / "dataset_description.json").read_text())
