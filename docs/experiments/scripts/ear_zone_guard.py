@@ -3,7 +3,7 @@ and newborn size (measured, not shipped).
 
 Usage::
 
-    python benchmarks/ear_zone_guard.py [--threads 2] [--model-dir DIR] [--markdown benchmarks/ear_zone_guard.md]
+    python docs/experiments/scripts/ear_zone_guard.py [--threads 2] [--model-dir DIR] [--markdown docs/experiments/ear_zone_guard.md]
 
 At child and newborn size the ear zone is guarded by the 2 mm margin plus room for the
 predicted brain's boundary error (``bids_deface.masking.BRAIN_MARGIN_MM``, ``docs/mask.md``):
@@ -36,7 +36,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     text = ("# The ear zone's guard at child and newborn size (held-out head)\n\n"
             + __doc__.split("\n\n", 2)[2].strip() + "\n\nCoverage is truncated to three decimals.\n\n"
             + "\n".join(markdown_table(rows)) + "\n\nRegenerate with:\n\n```\n"
-            "python benchmarks/ear_zone_guard.py --markdown benchmarks/ear_zone_guard.md\n```\n")
+            "python docs/experiments/scripts/ear_zone_guard.py --markdown docs/experiments/ear_zone_guard.md\n```\n")
     write_page(text, args.markdown)
     return 0
 

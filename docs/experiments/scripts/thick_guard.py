@@ -3,7 +3,7 @@ same images.
 
 Usage::
 
-    python benchmarks/thick_guard.py [--threads 2] [--model-dir DIR] [--markdown benchmarks/thick_guard.md]
+    python docs/experiments/scripts/thick_guard.py [--threads 2] [--model-dir DIR] [--markdown docs/experiments/thick_guard.md]
 
 On a thick-slice grid the app draws the guard's brain on sub-slices of each slab (the
 network's output at their centres, ``bids_deface.deface.slab_splits``: about as thin as
@@ -44,7 +44,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         deface.guard_distance_mm, masking.upsample_labels = shipped
     text = ("# Thick slices: the brain guard on sub-slices of the slabs, between slabs, or between centres\n\n"
             + __doc__.split("\n\n", 3)[3].strip().replace("``", "`") + "\n\n" + "\n".join(markdown_table(rows))
-            + "\n\nRegenerate with:\n\n```\npython benchmarks/thick_guard.py --markdown "
-            "benchmarks/thick_guard.md\n```\n")
+            + "\n\nRegenerate with:\n\n```\npython docs/experiments/scripts/thick_guard.py --markdown "
+            "docs/experiments/thick_guard.md\n```\n")
     write_page(text, args.markdown)
     return 0 if all(r["brain_removed"] == 0 for r in rows if r["rule"] == "sub_slab") else 1
 

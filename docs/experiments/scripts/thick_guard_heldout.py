@@ -1,9 +1,9 @@
 """The held-out evaluation with the thick-slice guard ``slabs_or_p05`` of
-``benchmarks/thick_guard.py`` in place of the shipped one (measured, not shipped).
+``docs/experiments/scripts/thick_guard.py`` in place of the shipped one (measured, not shipped).
 
 Usage::
 
-    python benchmarks/thick_guard_heldout.py --json OUT.json [--markdown OUT.md]
+    python docs/experiments/scripts/thick_guard_heldout.py --json OUT.json [--markdown OUT.md]
 
 On grids with slabs (an axis longer than ``thick_guard.SLAB_RATIO`` times the finest) a
 face voxel stays in the mask when the guard counted between slabs from the brain label at
@@ -11,7 +11,7 @@ the voxel centres (rule ``slabs``, the app's until the guard drew the brain on s
 of the slabs), or the guard counted between centres from the ``p05`` brain
 (brain probability of 0.05 at any point along the slab) puts it beyond its margin. Other
 grids are guarded as shipped. Runs ``python -m bids_deface.evaluation --head pycortex_s1``
-otherwise unchanged (about 8 minutes on two cores); ``docs/training.md`` gives the result.
+otherwise unchanged (about 8 minutes on two cores); ``docs/experiments/slab-brains.md`` gives the result.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
