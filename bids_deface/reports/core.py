@@ -204,6 +204,9 @@ def _counts(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         {"label": "failed", "n": failed, "cls": "bad" if failed else ""},
         {"label": "flagged", "n": flagged, "cls": "warn" if flagged else ""},
     ]
+    not_pass = sum(r.get("verdict") not in (None, "pass") and r["status"] != "failed" for r in items)
+    if any(r.get("verdict") is not None for r in items):
+        boxes.append({"label": "QC verdict not pass", "n": not_pass, "cls": "warn" if not_pass else ""})
     boxes += [
         {"label": status, "n": n, "cls": ""}
         for status, n in sorted(by_status.items())
