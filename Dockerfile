@@ -11,8 +11,8 @@
 #
 # Stages: `build` makes the wheel (the trained model travels inside it: pyproject.toml
 # force-includes models/ as bids_deface/_models, so there is no separate model stage);
-# `runtime` installs torch, the wheel and the BIDS validator. Nothing is downloaded at
-# run time.
+# `runtime` installs torch, the wheel and the BIDS validator, and fetches the TemplateFlow
+# template that refacing takes its face from. Nothing is downloaded at run time.
 
 # ---------------------------------------------------------------------------- build --
 FROM python:3.11-slim AS build
@@ -85,6 +85,17 @@ RUN python -m pip install -c /opt/bids-deface/constraints.txt \
  && rm -rf /tmp/dist \
  && python -c "import torch; assert torch.__version__.split('+')[0] == '${TORCH_VERSION}', torch.__version__" \
  && python -c "from bids_deface.data import default_model_dir; print('model:', default_model_dir())"
+
+# the face of refacing (--reface, docs/reface.md): TemplateFlow's MNI152NLin2009cAsym 1 mm
+# head (not the brain-extracted image) and brain mask, fetched now so that nothing is
+# downloaded at run time; readable by any uid. Without them refacing falls back to the face
+# that ships in the wheel (models/FaceTemplate), and the build stops here to say so.
+ENV TEMPLATEFLOW_HOME=/opt/templateflow
+RUN python -c "import templateflow.api as tf; \
+[tf.get('MNI152NLin2009cAsym', resolution=1, suffix=s, desc=d, extension='.nii.gz') for s, d in (('T1w', None), ('mask', 'brain'))]" \
+ && python -c "from bids_deface.face_template import load_face_template as f; t = f(); \
+assert t.source == 'templateflow', t.source; print('face:', t.name, t.path)" \
+ && chmod -R a+rX /opt/templateflow
 
 # the derivative's dataset_description.json names the image it was made with
 RUN printf '{"Type": "docker", "Tag": "%s"}\n' "${IMAGE_TAG}" > /opt/bids-deface/container.json

@@ -1,8 +1,9 @@
 """Deface one run, in a straight line, and many runs with per-run failure isolation.
 
 One run: checksum → (skip when complete) → load → predict mask (+ brain guard) → deface →
-write image, mask, mask sidecar, and last the image's sidecar, which marks the run
-complete. The mask comes from a :class:`Masker`: the nnU-Net model in the app
+write image, mask, mask sidecar, (with ``reface``, the refaced image and its sidecar,
+:mod:`bids_deface.reface`), and last the image's sidecar, which marks the run complete.
+The mask comes from a :class:`Masker`: the nnU-Net model in the app
 (:func:`load_face_model`), any object with the same shape in tests.
 """
 
@@ -26,6 +27,7 @@ from .bids.outputs import (
     mask_sidecar,
     output_paths,
     read_json,
+    refaced_sidecar,
     sha256_file,
     write_json,
 )
@@ -255,9 +257,10 @@ def process_run(
 ) -> RunResult:
     """Deface one run and write its outputs (or skip it when they are complete).
 
-    With ``scrubber`` the defaced image's sidecar and header are de-identified
-    (:mod:`bids_deface.bids.scrub`). Raises whatever goes wrong; :func:`process_runs`
-    isolates the failures.
+    When ``paths`` names a refaced image (``output_paths(..., reface=True)``) it is
+    written too, with its sidecar. With ``scrubber`` the sidecars and headers of the
+    outputs are de-identified (:mod:`bids_deface.bids.scrub`). Raises whatever goes
+    wrong; :func:`process_runs` isolates the failures.
     """
     t0 = time.perf_counter()
     checksum = input_checksum(run)
@@ -292,12 +295,19 @@ def process_run(
     save_raw_like(raw, img, paths.defaced, header=scrubber.header(img.header, where) if scrubber else None)
     save_mask_like(face, img, paths.mask)
     write_json(paths.mask_json, mask_sidecar(run))
+    refaced = _reface(img, face, prediction) if paths.refaced is not None else None
     record = _defacing_record(masker, prediction, img, checksum, time.perf_counter() - t0,
                               annex_key(run.path), qc)
     metadata = None
     if scrubber is not None:
         record["MetadataScrubbed"] = True
         metadata = scrubber.sidecar(run.metadata, run.subject, paths.defaced_json.name)
+    if refaced is not None and paths.refaced is not None and paths.refaced_json is not None:
+        save_raw_like(refaced.raw, img, paths.refaced,
+                      header=scrubber.header(img.header, paths.refaced.name) if scrubber else None)
+        refaced_metadata = (scrubber.sidecar(run.metadata, run.subject, paths.refaced_json.name)
+                            if scrubber is not None else None)
+        write_json(paths.refaced_json, refaced_sidecar(run, record, refaced.record, refaced_metadata))
     sidecar = defaced_sidecar(run, record, metadata)
     write_json(paths.defaced_json, sidecar)
     paths.error_log.unlink(missing_ok=True)
@@ -306,6 +316,18 @@ def process_run(
                 f" [{', '.join(record['QCFlags'])}]" if record["QCFlags"] else "")
     return RunResult(run, paths, "ok", sidecar, None, tuple(record["QCFlags"]),
                      time.perf_counter() - t0)
+
+
+def _reface(img: nib.Nifti1Image, face: np.ndarray, prediction: Prediction):  # type: ignore[no-untyped-def]
+    """The refaced image (:func:`bids_deface.reface.reface_image`) with the face template
+    loaded once per process (:func:`bids_deface.face_template.load_face_template`)."""
+    from .face_template import load_face_template
+    from .reface import reface_image
+
+    result = reface_image(img, face, np.asarray(prediction.brain, bool), load_face_template())
+    logger.debug("%s: refaced %d voxels in %.1f s", img.get_filename(), result.record.get("VoxelsRefaced", 0),
+                 result.seconds)
+    return result
 
 
 class _OnceMasker:
@@ -337,8 +359,10 @@ def process_runs(
     on_start: Callable[[AnatRun], None] | None = None,
     on_result: Callable[[RunResult], None] | None = None,
     scrubber: Scrubber | None = None,
+    reface: bool = False,
 ) -> list[RunResult]:
-    """Process ``runs`` one after the other; a failing run does not stop the others.
+    """Process ``runs`` one after the other; a failing run does not stop the others
+    (with ``reface``, each is also refaced).
 
     The traceback of a failed run goes to its error log under ``<output_dir>/logs/``.
     ``get_masker`` is called once, when the first run needs a mask, so a rerun that skips
@@ -358,7 +382,7 @@ def process_runs(
         t0 = time.perf_counter()
         paths: OutputPaths | None = None
         try:
-            paths = output_paths(run, output_dir)
+            paths = output_paths(run, output_dir, reface=reface)
             other = claimed.setdefault(paths.defaced, run)
             if other is not run:
                 raise ValueError(f"{run.relpath} and {other.relpath} would both be written to "

@@ -64,6 +64,9 @@ class Settings:
     """De-identify the metadata of the outputs (:mod:`bids_deface.bids.scrub`)."""
     scrub_fields: tuple[str, ...] = ()
     """Fields removed besides the default list (from ``--scrub-fields``)."""
+    reface: bool = False
+    """``--reface``: also write each image refaced (``_desc-refaced_<suffix>``): the face
+    mask filled with the face of an average head (:mod:`bids_deface.reface`)."""
     qc_only: bool = False
     """``--qc-only``: judge the dataset's images as they are (audit mode,
     :mod:`bids_deface.qc.audit`); change nothing, write ``qc.tsv`` and reports."""

@@ -145,14 +145,20 @@ def _reports_api() -> Any | None:
     return reports
 
 
-def _report_run(reports: Any, result: RunResult) -> Any:
+def _report_run(reports: Any, result: RunResult, output_dir: Path) -> Any:
     paths = result.paths
     exists = (lambda p: p if p is not None and p.is_file() else None)
+    # the refaced image, of this invocation or an earlier one (--reface), and its record
+    both = output_paths(result.run, output_dir, reface=True) if paths else None
+    refaced = both.refaced if both is not None else None
+    refacing = (read_json(both.refaced_json) or {}).get("Refacing") if both and both.refaced_json else None
     return reports.ReportRun(
         name=result.run.name,
         source=result.run.path if result.run.content_present else None,
         defaced=exists(paths.defaced) if paths else None,
         mask=exists(paths.mask) if paths else None,
+        refaced=exists(refaced),
+        refacing=dict(refacing) if isinstance(refacing, dict) and exists(refaced) else {},
         sidecar=dict(result.sidecar),
         status=result.status,
         error=result.error,
@@ -213,7 +219,7 @@ def _write_subject_reports(bids_dir: Path, output_dir: Path, results: Sequence[R
         try:
             runs = sorted([*runs, *_earlier_results(bids_dir, output_dir, subject, runs)],
                           key=lambda r: r.run.relpath)
-            reports.write_subject_report(out, subject, [_report_run(reports, r) for r in runs])
+            reports.write_subject_report(out, subject, [_report_run(reports, r, output_dir) for r in runs])
         except Exception as exc:  # a report must not hide the outputs already written
             log = output_dir / "logs" / f"{out.stem}_report_error.log"
             with atomic_path(log) as tmp:
@@ -302,7 +308,7 @@ def participant_level(
     if settings.scrub_metadata:
         scrubber = Scrubber(load_key(output_dir / "logs" / DATE_SHIFT_KEY), settings.scrub_fields)
     results = process_runs(runs, output_dir, get_masker, overwrite=settings.overwrite,
-                           on_start=on_start, on_result=on_result, scrubber=scrubber)
+                           on_start=on_start, on_result=on_result, scrubber=scrubber, reface=settings.reface)
     if settings.publish_dir is not None:
         _write_raw_copy(settings, results, scrubber)
     if scrubber is not None and scrubber.changes:

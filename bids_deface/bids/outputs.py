@@ -8,6 +8,7 @@ For a source ``sub-01_ses-1_acq-mp_ce-gad_run-2_T1w.nii.gz`` the outputs are::
 
     sub-01/ses-1/anat/sub-01_ses-1_acq-mp_ce-gad_run-2_desc-defaced_T1w.nii.gz   (+ .json)
     sub-01/ses-1/anat/sub-01_ses-1_acq-mp_ce-gad_run-2_label-face_desc-T1w_mask.nii.gz (+ .json)
+    sub-01/ses-1/anat/sub-01_ses-1_acq-mp_ce-gad_run-2_desc-refaced_T1w.nii.gz   (+ .json, with --reface)
 
 The mask follows the BIDS derivatives rule for masks (``_mask`` with ``label``, ``desc``
 and ``"Type": "Face"`` in the sidecar). A mask loses the source's suffix, so the source
@@ -47,6 +48,7 @@ __all__ = [
     "write_bidsignore",
     "write_readme",
     "defaced_sidecar",
+    "refaced_sidecar",
     "mask_sidecar",
     "write_json",
     "read_json",
@@ -72,6 +74,7 @@ _DIR = "sub-{subject}[/ses-{session}]/{datatype<anat>|anat}/"
 #: Output name patterns (pybids ``build_path`` syntax), one per kind of file.
 PATTERNS: Mapping[str, str] = {
     "defaced": _DIR + _ENTITIES + "_desc-{desc<defaced>|defaced}_{suffix}{extension<.nii.gz|.json>|.nii.gz}",
+    "refaced": _DIR + _ENTITIES + "_desc-{desc<refaced>|refaced}_{suffix}{extension<.nii.gz|.json>|.nii.gz}",
     "mask": _DIR + _ENTITIES + "_label-{label<face>|face}_desc-{desc}_{suffix<mask>|mask}"
     "{extension<.nii.gz|.json>|.nii.gz}",
     "error_log": "logs/" + _ENTITIES + "_{suffix}_{desc<error>|error}{extension<.log>|.log}",
@@ -94,6 +97,10 @@ and ears set to background:
   are those of the source. Its sidecar holds the source metadata and a `Defacing` record
   (tool and model versions, voxels removed, QC flags, input checksum).
 - `*_label-face_desc-<suffix>_mask.nii.gz`: the voxels removed (1) on the source grid.
+- `*_desc-refaced_<suffix>.nii.gz` (with `--reface`): the image with the removed voxels
+  filled by the face of an average head (nobody's), mapped to the image's contrast; every
+  voxel outside the mask is the source's. Its sidecar's `Refacing` record names the face
+  template, where it came from and its licence.
 - `sub-<label>.html`: visual report per subject; it shows the faces before defacing:
   leave these files out when publishing. `group.tsv`, `group.html`: summary.
 - `logs/`: settings of each invocation, logs and tracebacks of failed runs (and, with
@@ -107,18 +114,22 @@ _NAME_ENTITIES = ("subject", "session", "task", "acquisition", "ceagent", "recon
 
 @dataclass(frozen=True)
 class OutputPaths:
-    """Where the outputs of one run go."""
+    """Where the outputs of one run go (``refaced`` and ``refaced_json`` with ``--reface``)."""
 
     defaced: Path
     defaced_json: Path
     mask: Path
     mask_json: Path
     error_log: Path
+    refaced: Path | None = None
+    refaced_json: Path | None = None
 
     @property
-    def products(self) -> tuple[Path, Path, Path, Path]:
+    def products(self) -> tuple[Path, ...]:
         """The files a complete run leaves (the defaced sidecar is written last)."""
-        return (self.defaced, self.mask, self.mask_json, self.defaced_json)
+        extra = ((self.refaced, self.refaced_json)
+                 if self.refaced is not None and self.refaced_json is not None else ())
+        return (self.defaced, self.mask, self.mask_json, *extra, self.defaced_json)
 
 
 def _render(kind: str, entities: Mapping[str, str]) -> str:
@@ -128,8 +139,8 @@ def _render(kind: str, entities: Mapping[str, str]) -> str:
     return path
 
 
-def output_paths(run: AnatRun, output_dir: Path) -> OutputPaths:
-    """Output paths of ``run`` inside ``output_dir``.
+def output_paths(run: AnatRun, output_dir: Path, reface: bool = False) -> OutputPaths:
+    """Output paths of ``run`` inside ``output_dir`` (with the refaced image's if ``reface``).
 
     Examples
     --------
@@ -140,6 +151,8 @@ def output_paths(run: AnatRun, output_dir: Path) -> OutputPaths:
     >>> p = output_paths(run, Path("/o"))
     >>> p.defaced.as_posix(), p.mask.name
     ('/o/sub-01/anat/sub-01_ce-gad_run-01_desc-defaced_T2w.nii.gz', 'sub-01_ce-gad_run-01_label-face_desc-T2w_mask.nii.gz')
+    >>> p.refaced is None, output_paths(run, Path("/o"), reface=True).refaced.name
+    (True, 'sub-01_ce-gad_run-01_desc-refaced_T2w.nii.gz')
     """
     base = {k: run.entities[k] for k in _NAME_ENTITIES if run.entities.get(k)}
     base["datatype"] = "anat"
@@ -147,6 +160,7 @@ def output_paths(run: AnatRun, output_dir: Path) -> OutputPaths:
     out = Path(output_dir)
     defaced = {**base, "desc": "defaced", "suffix": suffix}
     mask = {**base, "label": "face", "desc": suffix, "suffix": "mask"}
+    refaced = {**base, "desc": "refaced", "suffix": suffix}
     return OutputPaths(
         defaced=out / _render("defaced", {**defaced, "extension": ".nii.gz"}),
         defaced_json=out / _render("defaced", {**defaced, "extension": ".json"}),
@@ -154,6 +168,8 @@ def output_paths(run: AnatRun, output_dir: Path) -> OutputPaths:
         mask_json=out / _render("mask", {**mask, "extension": ".json"}),
         error_log=out / _render("error_log", {**base, "suffix": suffix, "desc": "error",
                                                "extension": ".log"}),
+        refaced=out / _render("refaced", {**refaced, "extension": ".nii.gz"}) if reface else None,
+        refaced_json=out / _render("refaced", {**refaced, "extension": ".json"}) if reface else None,
     )
 
 
@@ -274,6 +290,24 @@ def defaced_sidecar(run: AnatRun, defacing: Mapping[str, Any],
         "Sources": [source_uri(run)],
         "SkullStripped": False,
         "Defacing": dict(defacing),
+    })
+    return sidecar
+
+
+def refaced_sidecar(run: AnatRun, defacing: Mapping[str, Any], refacing: Mapping[str, Any],
+                    metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Sidecar of the refaced image: the source metadata (or ``metadata``), then
+    ``Description``, ``Sources``, ``SkullStripped``, the ``Defacing`` record of the mask it
+    fills and the ``Refacing`` record (the face template, its source and licence)."""
+    sidecar = dict(run.metadata if metadata is None else metadata)
+    sidecar.update({
+        "Description": "Source image with the face and ears replaced by the face of an average head "
+                       "(nobody's), mapped to the image's contrast; every other voxel and the header are "
+                       "unchanged.",
+        "Sources": [source_uri(run)],
+        "SkullStripped": False,
+        "Defacing": dict(defacing),
+        "Refacing": dict(refacing),
     })
     return sidecar
 

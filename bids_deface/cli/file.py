@@ -3,6 +3,10 @@
 Examples
 --------
 ``bids-deface-file sub01_T1w.nii.gz sub01_T1w_defaced.nii.gz --mask sub01_face.nii.gz``
+
+``bids-deface-file sub01_T1w.nii.gz sub01_T1w_defaced.nii.gz --reface sub01_T1w_refaced.nii.gz``
+also writes the image with a face that is nobody's in place of the removed one
+(:mod:`bids_deface.reface`), and its sidecar ``sub01_T1w_refaced.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, help="input NIfTI (.nii or .nii.gz)")
     p.add_argument("output", type=Path, help="defaced NIfTI to write (must differ from input)")
     p.add_argument("--mask", type=Path, help="also write the binary uint8 face mask here")
+    p.add_argument("--reface", type=Path, metavar="REFACED",
+                   help="also write the refaced image here: the removed voxels filled with the face of an "
+                        "average head (TemplateFlow's MNI152NLin2009cAsym when its cache holds it, else the "
+                        "shipped one), mapped to the image's contrast; every other voxel as in the input. "
+                        "Its sidecar (.json beside it) records the face's source and licence")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for inference")
     p.add_argument("--model-dir", type=Path, default=None,
@@ -58,12 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..pipeline import load_face_model
 
     src = args.input.resolve()
-    targets = [args.output] + ([args.mask] if args.mask else [])
+    refaced_json = _sidecar_path(args.reface) if args.reface else None
+    targets = [args.output] + ([args.mask] if args.mask else []) + (
+        [args.reface, refaced_json] if args.reface and refaced_json else [])
     if any(t.resolve() == src for t in targets):
         logger.error("the output must not overwrite the input %s", args.input)
         return 2
-    if args.mask and args.mask.resolve() == args.output.resolve():
-        logger.error("--mask and the output are the same file %s", args.output)
+    if len({t.resolve() for t in targets}) < len(targets):
+        logger.error("the output, --mask and --reface must be different files")
         return 2
     existing = [t for t in targets if t.exists()]
     if existing and not args.force:
@@ -87,7 +98,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     ml = float(pred.face.sum()) * float(np.prod(img.header.get_zooms()[:3])) / 1000.0
     logger.info("%s: removed %d voxels (%.1f mL), guard gave back %d, %.1f s",
                 args.input.name, int(pred.face.sum()), ml, pred.guard_voxels, time.perf_counter() - t0)
+    if args.reface and refaced_json is not None:
+        from ..bids.outputs import write_json
+        from ..face_template import load_face_template
+        from ..reface import reface_image
+
+        refaced = reface_image(img, pred.face, pred.brain, load_face_template(), threads=args.threads)
+        save_raw_like(refaced.raw, img, args.reface)
+        write_json(refaced_json, {
+            "Description": "Input image with the face and ears replaced by the face of an average head "
+                           "(nobody's); every other voxel and the header are unchanged.",
+            "Sources": [args.input.name],
+            "Refacing": refaced.record,
+        })
+        logger.info("%s: refaced %d voxels with %s (%s) in %.1f s", args.input.name,
+                    refaced.record.get("VoxelsRefaced", 0), refaced.record.get("Template"),
+                    refaced.record.get("TemplateSource"), refaced.seconds)
     return 0
+
+
+def _sidecar_path(image: Path) -> Path:
+    """``x.nii.gz`` -> ``x.json`` (``x.nii`` -> ``x.json``; any other name gets ``.json`` added).
+
+    >>> _sidecar_path(Path("/o/sub-01_T1w.nii.gz")).name, _sidecar_path(Path("a.b")).name
+    ('sub-01_T1w.json', 'a.b.json')
+    """
+    name = image.name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return image.with_name(name[: -len(ext)] + ".json")
+    return image.with_name(name + ".json")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --output-layout raw: where the reports, logs and the other outputs go "
                              "(default: <output_dir>_qc beside output_dir)")
 
+    layout.add_argument("--reface", action="store_true",
+                        help="also write each image refaced (*_desc-refaced_<suffix>.nii.gz, with its sidecar): "
+                             "the removed voxels filled with the face of an average head, nobody's "
+                             "(TemplateFlow's MNI152NLin2009cAsym when its cache holds it, else the face "
+                             "that ships with bids-deface), mapped to the image's contrast; every other "
+                             "voxel as in the input (docs/reface.md)")
+
     qc = parser.add_argument_group("quality control")
     qc.add_argument("--qc-only", action="store_true",
                     help="audit mode: judge the images as they are (a dataset defaced by any tool, or "
@@ -150,9 +157,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
             parser.error(f"the QC folder {output_dir} must lie outside the upload folder {publish}")
     elif args.qc_dir:
         parser.error("--qc-dir needs --output-layout raw")
-    if args.qc_only and (publish or args.scrub_metadata or args.overwrite):
+    if args.qc_only and (publish or args.scrub_metadata or args.overwrite or args.reface):
         parser.error("--qc-only changes nothing: it cannot be combined with --output-layout raw, "
-                     "--scrub-metadata or --overwrite")
+                     "--scrub-metadata, --overwrite or --reface")
     if args.qc_only and args.analysis_level != "participant":
         parser.error("--qc-only runs at the participant level")
     if args.scrub_fields and not (args.scrub_metadata or publish):
@@ -175,6 +182,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         publish_dir=publish,
         scrub_metadata=args.scrub_metadata or publish is not None,
         scrub_fields=tuple(extra),
+        reface=args.reface,
         qc_only=args.qc_only,
         verbosity=args.verbosity,
         progress=not args.no_progress,

@@ -79,6 +79,10 @@ class ReportRun:
         The defaced NIfTI.
     mask : Path or None
         The ``uint8`` face mask on the grid of ``source``.
+    refaced : Path or None
+        The refaced NIfTI (``--reface``).
+    refacing : dict
+        The ``Refacing`` record of the refaced image's sidecar.
     sidecar : dict
         JSON sidecar of the defaced image; its ``Defacing`` object holds the numbers.
     status : str
@@ -93,6 +97,8 @@ class ReportRun:
     source: Path | None = None
     defaced: Path | None = None
     mask: Path | None = None
+    refaced: Path | None = None
+    refacing: dict = field(default_factory=dict)
     sidecar: dict = field(default_factory=dict)
     status: str = "ok"
     error: str | None = None
@@ -324,15 +330,19 @@ def _run_context(index: int, run: ReportRun, figures: RunFigures | None) -> dict
         "seconds": _fmt(defacing.get("Seconds")),
         "files": [
             {"label": label, "value": Path(p).name}
-            for label, p in (("Input", run.source), ("Defaced", run.defaced), ("Mask", run.mask))
+            for label, p in (("Input", run.source), ("Defaced", run.defaced), ("Mask", run.mask),
+                             ("Refaced", run.refaced))
             if p is not None
         ],
         "renders": [
             {"title": title, "images": [(_VIEW_TITLES[v], figures.renders[key][v]) for v in VIEWS
                                         if v in figures.renders[key]]}
-            for key, title in (("before", "As audited" if run.audit else "Before"), ("after", "After"))
+            for key, title in (("before", "As audited" if run.audit else "Before"),
+                               ("after", "Defaced" if "refaced" in figures.renders else "After"),
+                               ("refaced", "Refaced"))
             if key in figures.renders
         ],
+        "refacing": _refacing_context(run.refacing) if run.refacing else None,
         "view_titles": [_VIEW_TITLES[v] for v in VIEWS],
         "mosaics": [(_PLANE_TITLES[p], figures.mosaics[p]) for p in PLANES if p in figures.mosaics],
         "legend": [
@@ -341,6 +351,28 @@ def _run_context(index: int, run: ReportRun, figures: RunFigures | None) -> dict
         ],
         "notes": list(figures.notes),
         "sidecar_json": json.dumps(sidecar, indent=2, default=str) if sidecar else "",
+    }
+
+
+def _refacing_context(refacing: Mapping[str, Any]) -> dict[str, Any]:
+    """What the report says of a refaced image: the face's template, source and licence,
+    and how far its face lies from the subject's own, beside two different people's."""
+    from ..reface import PEOPLE_FACE_MM
+
+    distance = refacing.get("FaceSurfaceDistanceMM")
+    return {
+        "template": _fmt(refacing.get("Template")),
+        "source": {"templateflow": "TemplateFlow", "fallback": "shipped with bids-deface"}.get(
+            str(refacing.get("TemplateSource")), _fmt(refacing.get("TemplateSource"))),
+        "licence": _fmt(refacing.get("TemplateLicense")),
+        "voxels": _fmt(refacing.get("VoxelsRefaced")),
+        "scale": _fmt(refacing.get("HeadScale")),
+        "seconds": _fmt(refacing.get("Seconds"), "s"),
+        "distance": _fmt(distance, "mm"),
+        "people": f"median {PEOPLE_FACE_MM['median']:.1f} mm, {PEOPLE_FACE_MM['min']:.1f} to "
+                  f"{PEOPLE_FACE_MM['max']:.1f} mm over {PEOPLE_FACE_MM['pairs']:.0f} pairs",
+        "nearest": f"{PEOPLE_FACE_MM['min']:.1f} mm",
+        "apart": isinstance(distance, (int, float)) and distance >= PEOPLE_FACE_MM["min"],
     }
 
 
@@ -380,7 +412,7 @@ def _figures_for(run: ReportRun) -> RunFigures | None:
     if run.source is None:
         return None
     try:
-        return make_run_figures(run.source, run.defaced, run.mask)
+        return make_run_figures(run.source, run.defaced, run.mask, run.refaced)
     except Exception as exc:  # a report must not fail because one figure did
         if run.status == "failed":
             # the run's own error says why already (often the same unreadable file)

@@ -17,7 +17,7 @@ from .mosaic import LABEL_COLOURS, PLANES, slice_mosaic
 from .surface import VIEWS, SurfaceRender, render_surface
 from .volume import RasVolume, head_threshold, label_values, mask_to_ras, render_spacing, to_isotropic, to_ras
 
-__all__ = ["RunFigures", "png_data_uri", "render_pair", "surface_images", "make_run_figures"]
+__all__ = ["RunFigures", "png_data_uri", "render_pair", "render_like", "surface_images", "make_run_figures"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ class RunFigures:
     Attributes
     ----------
     renders : dict
-        ``{"before" | "after": {view: data URI}}`` for the views in :data:`~.surface.VIEWS`.
+        ``{"before" | "after" | "refaced": {view: data URI}}`` for the views in
+        :data:`~.surface.VIEWS` (``refaced`` when there is a refaced image).
     mosaics : dict
         ``{plane: data URI}`` for the planes in :data:`~.mosaic.PLANES`.
     labels : tuple of int
@@ -118,23 +119,30 @@ def render_pair(
     src = to_isotropic(source, spacing)
     if threshold is None:
         threshold = head_threshold(src.data)
-    # thick slices: smooth across them by half their thickness, so steps do not show
-    sigma = tuple(max(1.0, 0.5 * s) for s in source.spacing)
-    before = render_surface(src, threshold, sigma_mm=sigma)
-    after = None
-    if defaced is not None:
-        if defaced.shape != source.shape:
-            logger.warning(
-                "defaced image %s and source %s differ in shape", defaced.shape, source.shape
-            )
-        after = render_surface(to_isotropic(defaced, spacing), threshold, sigma_mm=sigma)
+    before = render_surface(src, threshold, sigma_mm=_sigma(source))
+    after = render_like(source, defaced, threshold) if defaced is not None else None
     return before, after
 
 
+def _sigma(source: RasVolume) -> tuple[float, ...]:
+    # thick slices: smooth across them by half their thickness, so steps do not show
+    return tuple(max(1.0, 0.5 * s) for s in source.spacing)
+
+
+def render_like(source: RasVolume, other: RasVolume, threshold: float) -> SurfaceRender:
+    """Render ``other`` (the defaced or refaced copy of ``source``) as :func:`render_pair`
+    renders ``source``: on its grid, with its smoothing and the ``threshold`` given."""
+    if other.shape != source.shape:
+        logger.warning("image %s and source %s differ in shape", other.shape, source.shape)
+    return render_surface(to_isotropic(other, render_spacing(source.spacing, source.shape)), threshold,
+                          sigma_mm=_sigma(source))
+
+
 def make_run_figures(
-    source: Path | None, defaced: Path | None = None, mask: Path | None = None
+    source: Path | None, defaced: Path | None = None, mask: Path | None = None,
+    refaced: Path | None = None,
 ) -> RunFigures:
-    """Surface renders (before/after) and mask mosaics for one run.
+    """Surface renders (before/after, and refaced) and mask mosaics for one run.
 
     Each figure that cannot be made (file missing or unreadable) is left out with a note,
     so that a broken output never prevents the report itself.
@@ -147,6 +155,8 @@ def make_run_figures(
         The defaced image.
     mask : Path or None
         Face mask on the grid of ``source``.
+    refaced : Path or None
+        The refaced image (``--reface``), rendered like the defaced one.
     """
     notes: list[str] = []
     if source is None or not Path(source).exists():
@@ -176,6 +186,15 @@ def make_run_figures(
         same = dfc is not None and dfc.shape == src.shape
         images = surface_images(after, crops if same else None, px_per_mm)
         renders["after"] = {v: png_data_uri(i) for v, i in images.items()}
+    if refaced is not None and Path(refaced).exists():
+        try:
+            rfc = to_ras(nib.load(str(refaced)))
+            images = surface_images(render_like(src, rfc, threshold), crops if rfc.shape == src.shape else None,
+                                    px_per_mm)
+            renders["refaced"] = {v: png_data_uri(i) for v, i in images.items()}
+        except Exception as exc:  # nibabel raises many types for broken files
+            logger.exception("cannot render refaced image %s", refaced)
+            notes.append(f"Refaced image could not be rendered: {exc}")
 
     labels_vol = None
     if mask is not None and Path(mask).exists():

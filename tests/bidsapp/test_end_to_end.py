@@ -124,3 +124,37 @@ def test_images_with_no_face_come_out_unchanged_and_flagged(tmp_path: Path, vali
         np.testing.assert_array_equal(np.asanyarray(defaced.dataobj), np.asanyarray(source.dataobj))
         report = (out / f"sub-{sub}.html").read_text()
         assert flag in report
+
+
+def test_reface_writes_refaced_images_sidecars_and_renders(tmp_path: Path, validator: str) -> None:
+    """``--reface`` at the participant level: beside each defaced image a refaced one,
+    identical to the source outside the mask and not inside it, a sidecar that names the
+    face's template, source and licence, the refaced render in the report, and a dataset
+    that still validates."""
+    bids = tmp_path / "bids"
+    shutil.copytree(EXAMPLE, bids, ignore=shutil.ignore_patterns("sub-02"))
+    (bids / "participants.tsv").write_text("participant_id\nsub-01\n")
+    before = _digest(bids)
+    out = tmp_path / "out"
+    code = main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress", "--reface"])
+    assert code in (0, EXIT_QC_NOT_PASS)
+    assert _digest(bids) == before
+    refaced = sorted(out.rglob("*_desc-refaced_*.nii.gz"))
+    assert [p.name for p in refaced] == ["sub-01_desc-refaced_T1w.nii.gz", "sub-01_desc-refaced_T2w.nii.gz"]
+    for path in refaced:
+        side = json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
+        r = side["Refacing"]
+        assert r["TemplateSource"] in ("templateflow", "fallback") and r["TemplateLicense"]
+        assert r["Template"] in ("MNI152NLin2009cAsym", "pydeface-mean_reg2mean")
+        assert side["Defacing"]["VoxelsRemoved"] == r["VoxelsRefaced"] > 0
+        suffix = path.name.split("_")[-1].split(".")[0]
+        source = nib.load(bids / "sub-01" / "anat" / f"sub-01_{suffix}.nii.gz")
+        mask = np.asanyarray(nib.load(next(path.parent.glob(f"*_label-face_desc-{suffix}_mask.nii.gz"))).dataobj) > 0
+        a, b = np.asanyarray(source.dataobj), np.asanyarray(nib.load(path).dataobj)
+        assert nib.load(path).header.get_data_dtype() == source.header.get_data_dtype()
+        assert np.array_equal(a[~mask], b[~mask]) and np.mean(a[mask] != b[mask]) > 0.5
+    html = (out / "sub-01.html").read_text()
+    assert "Refaced" in html and "Refacing" in html and html.count("data:image/png;base64,") >= 9
+    assert run_validator(out).errors == []
+    # a rerun with --reface skips the complete runs
+    assert main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress", "--reface"]) == code
