@@ -47,6 +47,8 @@ INCLUDED = {
     "benchmarks/small_heads.md": "benchmarks/small_heads.md",
     "benchmarks/folds/DECISION.md": "benchmarks/folds/DECISION.md",
     "benchmarks/qc_speed.md": "benchmarks/qc_speed.md",
+    "benchmarks/reface.md": "benchmarks/reface.md",
+    "benchmarks/reface_speed.md": "benchmarks/reface_speed.md",
 }
 #: Included files that may be missing (written by a benchmark that has not run yet).
 OPTIONAL = {"benchmarks/qc_speed.md"}
