@@ -23,7 +23,6 @@ The choice is logged once per process and recorded in every refaced image's side
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -37,6 +36,7 @@ import nibabel as nib
 import numpy as np
 
 from .anatomy import largest_component
+from .io import sha256_file
 
 __all__ = [
     "TEMPLATEFLOW_ID",
@@ -129,14 +129,6 @@ class FaceTemplate:
         return {"Template": self.name, "TemplateSource": self.source, "TemplateFile": Path(self.path).name,
                 "TemplateSHA256": self.sha256, "TemplateLicense": self.licence,
                 "TemplateCitation": self.citation}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fobj:
-        for chunk in iter(lambda: fobj.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _canonical(path: Path) -> nib.Nifti1Image:
@@ -257,7 +249,7 @@ def load_templateflow(head: Path, brain: Path) -> FaceTemplate:
     data, affine, brain_mask, fluid, face = _extend_down(data, img.affine, largest_component(brain_mask), fluid,
                                                          face if face is not None else np.zeros(data.shape, bool))
     return FaceTemplate(TEMPLATEFLOW_ID, "templateflow", data, affine, brain_mask, fluid,
-                        licence, _TF_CITATION, str(head), _sha256(Path(head)), {"eyes_found": len(globes)},
+                        licence, _TF_CITATION, str(head), sha256_file(Path(head)), {"eyes_found": len(globes)},
                         face if face.any() else None)
 
 
@@ -290,7 +282,7 @@ def load_fallback(folder: Path | None = None) -> FaceTemplate:
     data, affine, brain, fluid, face = _extend_down(np.asarray(img.get_fdata(dtype=np.float32)), img.affine,
                                                     brain, fluid, face)
     return FaceTemplate(meta["Name"], "fallback", data, affine, brain, fluid,
-                        meta["License"], meta["Citation"], str(head_path), _sha256(head_path),
+                        meta["License"], meta["Citation"], str(head_path), sha256_file(head_path),
                         {"derived_from": meta.get("Source", "")}, face if face.any() else None)
 
 

@@ -5,7 +5,7 @@ in a straight line:
 
 1. **register** (:func:`register_template`): the template head is fitted to the subject
    by a 12-parameter affine transform with SimpleITK (Mattes mutual information, so any
-   contrast works; on 6 then 3 mm block means), started from the two brains:
+   contrast works; on 8 then 4 mm block means), started from the two brains:
    their centres, and the subject's brain volume over the template's for the scale (a
    child's head gets a smaller template). The metric sees the subject's head and the air
    around it **outside** the face mask only: the subject's face plays no part in where
@@ -72,7 +72,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Voxel size (mm) of the registration's finer level (the coarser one is twice it).
-REG_MM = 3.0
+REG_MM = 4.0
 #: Intensities are paired within this distance (mm) of the face mask, outside it.
 PAIR_MM = 20.0
 #: Width (mm) of the band inside the mask's edge where the face fades in.
@@ -160,7 +160,7 @@ def _coarse(data: np.ndarray, affine: np.ndarray, target_mm: float,
 
 
 def _centre(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Centre of ``mask`` (world RAS mm), from its fractions in blocks of about 3 mm."""
+    """Centre of ``mask`` (world RAS mm), from its fractions in blocks of about ``REG_MM``."""
     frac, aff = _coarse(np.asarray(mask, np.float32), affine, REG_MM)
     return nib.affines.apply_affine(aff, np.asarray(ndimage.center_of_mass(frac), float))
 
@@ -169,7 +169,7 @@ def _ml(mask: np.ndarray, affine: np.ndarray) -> float:
     return float(np.count_nonzero(mask)) * float(np.prod(_zooms(affine))) / 1000.0
 
 
-def _affine_ras(tx) -> np.ndarray:  # type: ignore[no-untyped-def]
+def affine_ras(tx) -> np.ndarray:  # type: ignore[no-untyped-def]
     """The 4×4 RAS world matrix of a SimpleITK affine transform (LPS, fixed to moving)."""
     import SimpleITK as sitk
 
@@ -183,6 +183,26 @@ def _affine_ras(tx) -> np.ndarray:  # type: ignore[no-untyped-def]
     lps[:3, :3] = a
     lps[:3, 3] = t + c - a @ c
     return _LPS @ lps @ _LPS
+
+
+def _registration(threads: int | None, *, learning_rate: float, iterations: int):  # type: ignore[no-untyped-def]
+    """A SimpleITK registration on two levels (twice the voxel, then the voxel), with random
+    metric samples, linear interpolation and a regular-step gradient descent; the caller
+    sets the metric, its sampling share and the start."""
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
+    if threads:
+        reg.SetNumberOfThreads(int(threads))
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=learning_rate, minStep=0.01,
+                                                 numberOfIterations=iterations, relaxationFactor=0.6,
+                                                 gradientMagnitudeTolerance=1e-6)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([2, 1])
+    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    return reg
 
 
 def _sitk_affine(matrix: np.ndarray, centre_ras: np.ndarray):  # type: ignore[no-untyped-def]
@@ -203,7 +223,7 @@ def fit_face(matrix: np.ndarray, face: np.ndarray, affine: np.ndarray, template:
              threads: int | None = None) -> np.ndarray | None:
     """The head's fit ``matrix`` refined for the face: an affine fit of the template's
     face mask (the shipped model's, ``template.face``) to the image's face mask, mean
-    squares on 3 mm block fractions, from ``matrix``.
+    squares on block fractions of ``2 * REG_MM`` then ``REG_MM``, from ``matrix``.
 
     The face mask is what defacing removes: the face, the ears and the air in front of
     them, a margin around the skin. Fitting the template's mask to it sizes and places the
@@ -224,20 +244,11 @@ def fit_face(matrix: np.ndarray, face: np.ndarray, affine: np.ndarray, template:
 
     f, faff = cropped(np.asarray(face, bool), affine)
     m, maff = cropped(np.asarray(template.face, bool), template.affine)
-    reg = sitk.ImageRegistrationMethod()
-    if threads:
-        reg.SetNumberOfThreads(int(threads))
+    reg = _registration(threads, learning_rate=1.0, iterations=50)
     reg.SetMetricAsMeanSquares()
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(0.3, 1)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=0.01, numberOfIterations=50,
-                                                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
     reg.SetInitialTransform(_sitk_affine(matrix, _centre(face, affine)), inPlace=False)
-    return _affine_ras(reg.Execute(_sitk_image(f, faff), _sitk_image(m, maff)))
+    return affine_ras(reg.Execute(_sitk_image(f, faff), _sitk_image(m, maff)))
 
 
 def register_template(data: np.ndarray, affine: np.ndarray, face: np.ndarray, brain: np.ndarray,
@@ -289,25 +300,16 @@ def register_template(data: np.ndarray, affine: np.ndarray, face: np.ndarray, br
     init.SetMatrix([float(v) for v in (np.eye(3) / scale).ravel()])
     init.SetTranslation([float(v) for v in (c_tpl - c_sub)])
 
-    reg = sitk.ImageRegistrationMethod()
-    if threads:
-        reg.SetNumberOfThreads(int(threads))
+    reg = _registration(threads, learning_rate=2.0, iterations=60)
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(0.15, seed + 1)  # SimpleITK's seed 0 would be the wall clock
     reg.SetMetricFixedMask(mask_img)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=0.01, numberOfIterations=60,
-                                                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
     reg.SetInitialTransform(init, inPlace=False)
     iterations = [0]
     reg.AddCommand(sitk.sitkIterationEvent, lambda: iterations.__setitem__(0, iterations[0] + 1))
     tx = reg.Execute(fixed, moving)
     metric = float(reg.GetMetricValue())
-    matrix = _affine_ras(tx)
+    matrix = affine_ras(tx)
     face_matrix = fit_face(matrix, face, affine, template, threads)
     return Registration(matrix=matrix, scale=scale, metric=metric, iterations=iterations[0],
                         seconds=time.perf_counter() - t0, face_matrix=face_matrix)
@@ -598,8 +600,8 @@ def reface_array(data: np.ndarray, affine: np.ndarray, face: np.ndarray, brain: 
         "Registration": "SimpleITK affine (12 parameters), Mattes mutual information outside the face mask, "
                         f"{2 * REG_MM:g} then {REG_MM:g} mm",
         "HeadScale": round(reg.scale, 3),
-        "FaceFit": ("affine of the template's face mask to the image's face mask (mean squares, 6 then 3 mm)"
-                    if reg.face_matrix is not None else None),
+        "FaceFit": ("affine of the template's face mask to the image's face mask (mean squares, "
+                    f"{2 * REG_MM:g} then {REG_MM:g} mm)" if reg.face_matrix is not None else None),
         "FaceScale": round(reg.face_scale, 3),
         "RegistrationMetric": round(reg.metric, 4),
         "RegistrationIterations": reg.iterations,

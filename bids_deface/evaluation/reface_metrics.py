@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..anatomy import edt_mm, head_mask
+from ..reface import affine_ras
 
 __all__ = ["seam_steps", "skin_surface", "align_face", "face_surface_distance", "affine_to_template",
            "displacement_mm"]
@@ -187,17 +188,7 @@ def affine_to_template(image: nib.Nifti1Image, template: nib.Nifti1Image, seed: 
     reg.SetSmoothingSigmasPerLevel([4.0, 2.0, 1.0])
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(init, inPlace=False)
-    tx = reg.Execute(f, m)
-    tx = sitk.CompositeTransform(tx).GetNthTransform(0) if tx.GetName() == "CompositeTransform" else tx
-    tx = sitk.AffineTransform(tx)
-    a = np.asarray(tx.GetMatrix(), float).reshape(3, 3)
-    c = np.asarray(tx.GetCenter(), float)
-    t = np.asarray(tx.GetTranslation(), float)
-    lps = np.eye(4)
-    lps[:3, :3] = a
-    lps[:3, 3] = t + c - a @ c
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-    return flip @ lps @ flip
+    return affine_ras(reg.Execute(f, m))
 
 
 def displacement_mm(a: np.ndarray, b: np.ndarray, points: np.ndarray) -> tuple[float, float]:

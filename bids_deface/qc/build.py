@@ -81,6 +81,13 @@ def _deepdefacer(case, python: str, keep: Path | None = None) -> np.ndarray:  # 
     return out
 
 
+def _case_context(model, case) -> tuple[np.ndarray, OriginalContext]:  # type: ignore[no-untyped-def]
+    """A case's original voxels and what the paired evidence measures of them once."""
+    original = case.image.get_fdata(dtype=np.float32)
+    zooms = np.sqrt((case.image.affine[:3, :3] ** 2).sum(0))
+    return original, original_context(model, original, zooms, model.label_map_ras(original, zooms))
+
+
 def deepdefacer_rows(sources: Path, python: str, heads=HEADS, threads: int = 2,  # type: ignore[no-untyped-def]
                      part_dir: Path | None = None) -> list[dict]:
     """Rows of deepdefacer's outputs on the cases of :data:`DEEPDEFACER_CASES`."""
@@ -100,9 +107,7 @@ def deepdefacer_rows(sources: Path, python: str, heads=HEADS, threads: int = 2, 
         img = nib.load(sources / f"{head}.nii.gz")
         brain = deepbet_brain_mask(img)
         for case in make_cases(img, brain, load_landmarks(head), list(DEEPDEFACER_CASES)):
-            original = case.image.get_fdata(dtype=np.float32)
-            zooms = np.sqrt((case.image.affine[:3, :3] ** 2).sum(0))
-            ctx = original_context(model, original, zooms, model.label_map_ras(original, zooms))
+            original, ctx = _case_context(model, case)
             keep = None if part_dir is None else part_dir / "deepdefacer" / f"{head}_{len(rows) - first}.nii.gz"
             rows.append(_row(head, case, "deepdefacer", "zero", ctx, _deepdefacer(case, python, keep),
                              case_head(case), model))
@@ -152,10 +157,8 @@ def build_rows(sources: Path, heads=HEADS, cases=QC_CASES, threads: int = 2,  # 
         img = nib.load(sources / f"{head}.nii.gz")
         brain = deepbet_brain_mask(img)
         for c, case in enumerate(make_cases(img, brain, load_landmarks(head), list(cases))):
-            original = case.image.get_fdata(dtype=np.float32)
-            zooms = np.sqrt((case.image.affine[:3, :3] ** 2).sum(0))
+            original, ctx = _case_context(model, case)
             tissue = case_head(case)
-            ctx = original_context(model, original, zooms, model.label_map_ras(original, zooms))
             seed = 1000 * h + 37 * c
             pred = model.predict(case.image)
             own = apply_removal(original, Removal("bids-deface", pred.face), 0)
