@@ -8,6 +8,7 @@ every run (failures isolated), write one HTML report per subject.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import os
@@ -206,7 +207,24 @@ def _earlier_results(bids_dir: Path, output_dir: Path, subject: str,
     return earlier
 
 
-def _write_subject_reports(bids_dir: Path, output_dir: Path, results: Sequence[RunResult]) -> list[str]:
+def _upload_run(run: Any, result: RunResult, output_dir: Path, upload_dir: Path) -> Any:
+    """``run`` (a :class:`~bids_deface.reports.ReportRun`) as the upload tree's report shows
+    it: the defaced image and the mask of the upload tree, nothing before defacing."""
+    published = upload_dir / result.run.relpath
+    mask = None
+    if run.mask is not None:
+        # derivatives/bids-deface/ holds the QC folder's files at their place below sub-*
+        mask = upload_dir / "derivatives" / "bids-deface" / Path(run.mask).relative_to(output_dir)
+    return dataclasses.replace(
+        run, source=published if run.defaced is not None and published.is_file() else None,
+        defaced=None, mask=mask if mask is not None and mask.is_file() else None,
+        refaced=None, refacing={}, audit=False, upload=True)
+
+
+def _write_subject_reports(bids_dir: Path, output_dir: Path, results: Sequence[RunResult],
+                           upload_dir: Path | None = None) -> list[str]:
+    """The subject reports in ``output_dir``; with ``upload_dir`` (``--output-layout raw``)
+    also a report of the defaced images alone in its ``derivatives/bids-deface/``."""
     reports = _reports_api()
     if reports is None:
         return []
@@ -219,7 +237,12 @@ def _write_subject_reports(bids_dir: Path, output_dir: Path, results: Sequence[R
         try:
             runs = sorted([*runs, *_earlier_results(bids_dir, output_dir, subject, runs)],
                           key=lambda r: r.run.relpath)
-            reports.write_subject_report(out, subject, [_report_run(reports, r, output_dir) for r in runs])
+            shown = [_report_run(reports, r, output_dir) for r in runs]
+            reports.write_subject_report(out, subject, shown)
+            if upload_dir is not None:
+                out = subject_report_path(upload_dir / "derivatives" / "bids-deface", subject)
+                reports.write_subject_report(out, subject, [_upload_run(s, r, output_dir, upload_dir)
+                                                            for s, r in zip(shown, runs)])
         except Exception as exc:  # a report must not hide the outputs already written
             log = output_dir / "logs" / f"{out.stem}_report_error.log"
             with atomic_path(log) as tmp:
@@ -243,8 +266,8 @@ def _write_raw_copy(settings: Settings, results: Sequence[RunResult], scrubber: 
     description = dataset_description(settings.bids_dir, root / "derivatives" / "bids-deface")
     copy = write_raw_copy(settings.bids_dir, root, defaced, failed, derived, scrubber, description,
                           subjects=settings.participant_label or None, sessions=settings.session_label or None)
-    logger.info("upload-ready copy in %s: %d defaced image(s) in place, %d other file(s)%s; reports and "
-                "logs (not for upload) in %s", root, len(copy.replaced), copy.copied,
+    logger.info("upload-ready copy in %s: %d defaced image(s) in place, %d other file(s)%s; reports with the "
+                "images before defacing, and logs (not for upload), in %s", root, len(copy.replaced), copy.copied,
                 f", {len(copy.excluded)} image(s) left out (derivatives/bids-deface/excluded.tsv)"
                 if copy.excluded else "", settings.output_dir)
 
@@ -316,7 +339,7 @@ def participant_level(
         with atomic_path(report) as tmp:
             tmp.write_text(scrubber.report_tsv())
         logger.info("metadata de-identified: %d change(s), listed in %s", len(scrubber.changes), report)
-    report_errors = _write_subject_reports(settings.bids_dir, output_dir, results)
+    report_errors = _write_subject_reports(settings.bids_dir, output_dir, results, settings.publish_dir)
     counts = summarise(results)
     logger.debug("%d run(s): %d defaced, %d already complete, %d failed", len(results),
                 counts["ok"], counts["skipped"], counts["failed"])
@@ -405,6 +428,36 @@ def write_group_tsv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         tmp.write_text(buf.getvalue())
 
 
+def _write_upload_group(settings: Settings, rows: Sequence[Mapping[str, Any]], reports: Any) -> list[str]:
+    """``group.tsv`` and ``group.html`` of the upload tree (``--output-layout raw``), in its
+    ``derivatives/bids-deface/``: the same rows, with each defaced image where it is in the
+    upload (under its source's name), the reports of the defaced images beside them, and
+    error messages without the input folder's location."""
+    deriv = Path(settings.publish_dir) / "derivatives" / "bids-deface"
+    if not deriv.is_dir():
+        logger.warning("no upload copy in %s: run the participant level first", settings.publish_dir)
+        return []
+    where = str(settings.bids_dir).rstrip("/") + "/"
+    shared = []
+    for row in rows:
+        report = row.get("report")
+        shared.append({
+            **row,
+            "defaced": f"../../{row['source']}" if row.get("defaced") else None,
+            "report": report if report and (deriv / report).is_file() else None,
+            "error": str(row["error"]).replace(where, "") if row.get("error") else None,
+        })
+    write_group_tsv(deriv / GROUP_TSV, shared)
+    if reports is None:
+        return []
+    try:
+        reports.write_group_index(deriv / GROUP_HTML, shared)
+    except Exception as exc:
+        logger.exception("cannot write the group index of the upload")
+        return [f"group index of the upload: {type(exc).__name__}: {exc}"]
+    return []
+
+
 def group_level(settings: Settings) -> LevelResult:
     """Write ``group.tsv`` and ``group.html`` for every selected run of the dataset."""
     check_paths(settings.bids_dir, settings.output_dir)
@@ -422,6 +475,8 @@ def group_level(settings: Settings) -> LevelResult:
         except Exception as exc:
             report_errors.append(f"group index: {type(exc).__name__}: {exc}")
             logger.exception("cannot write the group index")
+    if settings.publish_dir is not None:
+        report_errors += _write_upload_group(settings, rows, reports)
     by_status: dict[str, int] = {}
     for row in rows:
         by_status[row["status"]] = by_status.get(row["status"], 0) + 1

@@ -13,8 +13,10 @@ What the copy holds:
   (:mod:`bids_deface.bids.scrub`), rows of excluded images dropped from ``scans.tsv``;
 * ``derivatives/bids-deface/``: the face masks with their sidecars, each defaced image's
   sidecar (its QC record: the ``Defacing`` object), a ``dataset_description.json`` and
-  ``excluded.tsv``. The reports (which show faces) and
-  the logs (which hold the date-shift key) stay in the QC folder, outside this tree.
+  ``excluded.tsv``; the workflow adds there the reports of the defaced images alone and,
+  at the group level, ``group.tsv`` and ``group.html``. The reports with the images
+  before defacing (which show faces) and the logs (which hold the date-shift key) stay in
+  the QC folder, outside this tree.
 """
 
 from __future__ import annotations

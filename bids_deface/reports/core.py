@@ -105,6 +105,9 @@ class ReportRun:
     flags: tuple[str, ...] = ()
     audit: bool = False
     """The image is judged as it is (``--qc-only``): it is shown "as audited", not "before"."""
+    upload: bool = False
+    """The report goes into the upload tree (``--output-layout raw``): ``source`` is the
+    defaced image as it is there, shown "as uploaded", and no image before defacing is shown."""
 
 
 # --------------------------------------------------------------------------- formatting
@@ -330,14 +333,15 @@ def _run_context(index: int, run: ReportRun, figures: RunFigures | None) -> dict
         "seconds": _fmt(defacing.get("Seconds")),
         "files": [
             {"label": label, "value": Path(p).name}
-            for label, p in (("Input", run.source), ("Defaced", run.defaced), ("Mask", run.mask),
+            for label, p in (("Image (defaced)" if run.upload else "Input", run.source), ("Defaced", run.defaced),
+                             ("Mask", run.mask),
                              ("Refaced", run.refaced))
             if p is not None
         ],
         "renders": [
             {"title": title, "images": [(_VIEW_TITLES[v], figures.renders[key][v]) for v in VIEWS
                                         if v in figures.renders[key]]}
-            for key, title in (("before", "As audited" if run.audit else "Before"),
+            for key, title in (("before", "As uploaded" if run.upload else "As audited" if run.audit else "Before"),
                                ("after", "Defaced" if "refaced" in figures.renders else "After"),
                                ("refaced", "Refaced"))
             if key in figures.renders
@@ -350,6 +354,7 @@ def _run_context(index: int, run: ReportRun, figures: RunFigures | None) -> dict
             for v in figures.labels
         ],
         "notes": list(figures.notes),
+        "image_label": "Defaced image, as uploaded," if run.upload else "Input image",
         "sidecar_json": json.dumps(sidecar, indent=2, default=str) if sidecar else "",
     }
 
@@ -429,7 +434,7 @@ def subject_context(
     items = [_run_context(i, run, fig) for i, (run, fig) in enumerate(zip(runs, figures))]
     counts = _counts(items)
     return {**_common_context(), "subject": _subject_label(subject), "runs": items,
-            "counts": counts}
+            "counts": counts, "upload": bool(runs) and all(r.upload for r in runs)}
 
 
 def write_subject_report(out_html: Path, subject: str, runs: Sequence[ReportRun]) -> None:

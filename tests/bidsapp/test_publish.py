@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -12,7 +14,7 @@ import pytest
 
 from bids_deface.bids.validate import run_validator
 from bids_deface.cli.parser import parse_args
-from bids_deface.workflow import participant_level
+from bids_deface.workflow import group_level, participant_level
 
 from .layouts import BoxMasker, make_dataset, tree_digest, write_json
 from .test_scrub import SECRETS
@@ -69,10 +71,23 @@ def test_raw_layout_is_an_upload_ready_copy(dataset: Path, tmp_path: Path, valid
     # everything else is there: func, top-level files
     assert (up / "sub-01/ses-pre/func/sub-01_ses-pre_task-rest_bold.nii.gz").is_file()
     assert (up / "dataset_description.json").read_text() == (dataset / "dataset_description.json").read_text()
-    # masks under derivatives/, reports and logs outside the tree
-    assert list((up / "derivatives/bids-deface").rglob("*_mask.nii.gz"))
-    assert not list(up.rglob("*.html")) and not (up / "logs").exists()
-    assert list(qc.glob("sub-*.html")) and (qc / "logs").is_dir()
+    # masks, QC records and reports of the defaced images under derivatives/; the reports
+    # that show faces before defacing, and the logs, outside the tree
+    deriv = up / "derivatives/bids-deface"
+    assert list(deriv.rglob("*_mask.nii.gz"))
+    assert all("Defacing" in json.loads(p.read_text()) for p in deriv.rglob("*_desc-defaced_*.json"))
+    assert sorted(p.relative_to(up).as_posix() for p in up.rglob("*.html")) == [
+        "derivatives/bids-deface/sub-01.html", "derivatives/bids-deface/sub-02.html"]
+    assert not (up / "logs").exists() and (qc / "logs").is_dir()
+    for subject in ("sub-01", "sub-02"):
+        full, shared = (qc / f"{subject}.html").read_text(), (deriv / f"{subject}.html").read_text()
+        assert "Not for sharing" in full and "Part of the upload" in shared and "Not for sharing" not in shared
+        # the upload's report renders the uploaded images: "As uploaded", no "Before" row,
+        # and no figure of the full report's images before defacing
+        before = set(re.findall(r'<img src="([^"]+)" alt="Before defacing', full))
+        assert before and not before & set(re.findall(r'<img src="([^"]+)"', shared))
+        assert 'alt="As uploaded defacing' in shared and 'alt="Before' not in shared
+    assert "Defacing failed" in (deriv / "sub-02.html").read_text()  # the unreadable T2w
 
     # metadata: no identifying value anywhere in the upload tree
     for path in up.rglob("*"):
@@ -87,6 +102,18 @@ def test_raw_layout_is_an_upload_ready_copy(dataset: Path, tmp_path: Path, valid
     assert "sub-01\t89+" in (up / "participants.tsv").read_text()
     side = json.loads((up / "sub-01/ses-pre/anat/sub-01_ses-pre_acq-mprage_run-1_T1w.json").read_text())
     assert side["FlipAngle"] == 9 and side["DeidentificationMethodCodeSequence"]
+
+    # the group level writes its table and index into the upload's derivatives too: the
+    # defaced images where they are in the upload, the reports beside it, no input path
+    group_level(parse_args([str(dataset), str(up), "group", "--output-layout", "raw"]))
+    assert str(dataset) in (qc / "group.tsv").read_text()  # the failed run's error names its file
+    rows = list(csv.DictReader((deriv / "group.tsv").open(), delimiter="\t"))
+    assert {r["status"] for r in rows} == {"ok", "failed"}
+    for row in rows:
+        if row["status"] == "ok":
+            assert (deriv / row["defaced"]).resolve() == (up / row["source"]).resolve()
+            assert (deriv / row["mask"]).is_file() and (deriv / row["report"]).is_file()
+    assert str(dataset) not in (deriv / "group.tsv").read_text() + (deriv / "group.html").read_text()
 
     report = run_validator(up)
     assert report.errors == [], report.errors

@@ -247,3 +247,73 @@ def test_parallel_participants_into_one_output(tmp_path: Path, s1_2mm: nib.Nifti
     rows = (out / "group.tsv").read_text().splitlines()[1:]
     assert len(rows) == 4 and all("\tok\t" in r for r in rows)
     assert run_validator(out).errors == []
+
+
+def test_read_only_input_as_an_unprivileged_user(s1_2mm: nib.Nifti1Image) -> None:
+    """A dataset nobody may write to (as on a read-only share), defaced by a user who does
+    not own it: every run completes and the input is untouched. Root ignores permissions,
+    so as root the app runs as ``nobody`` (``setpriv``)."""
+    import shutil
+    import stat
+    import tempfile
+
+    # pytest's own temporary folders are private to their owner: this one is not
+    top = Path(tempfile.mkdtemp(prefix="bids-deface-ro-"))
+    try:
+        top.chmod(0o755)
+        bids = _heads(top, s1_2mm, ["01", "02"])
+        out, home = top / "out", top / "home"
+        for path in (out, home):
+            path.mkdir()
+        env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "MPLCONFIGDIR": str(home)}
+        prefix: list[str] = []
+        if os.geteuid() == 0:
+            for path in (out, home):
+                os.chown(path, 65534, 65534)
+            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+            reach = subprocess.run(prefix + [sys.executable, "-c", "import bids_deface.workflow"],
+                                   capture_output=True, env=env, cwd=Path(__file__).resolve().parents[2])
+            if reach.returncode != 0:
+                pytest.skip("the checkout or its venv cannot be read by an unprivileged user here")
+        for path in [bids, *bids.rglob("*")]:
+            mode = path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+            path.chmod(mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH |
+                       (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH if path.is_dir() else 0))
+        before = tree_digest(bids)
+        user = subprocess.run(prefix + ["id", "-u"], capture_output=True, text=True).stdout.strip()
+        assert user != "0"
+        # the app cannot write into the input, even if it tried
+        denied = subprocess.run(prefix + ["touch", str(bids / "sub-01" / "anat" / "probe")], capture_output=True)
+        assert denied.returncode != 0
+        proc = subprocess.run(prefix + _cli(bids, out), capture_output=True, text=True, env=env,
+                              cwd=Path(__file__).resolve().parents[2])
+        assert proc.returncode in FINISHED, proc.stderr[-3000:]
+        _tree_ok(bids, out, ["01", "02"])
+        assert tree_digest(bids) == before
+    finally:
+        for path in [top, *top.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o755)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_not_bids_and_output_inside_the_input_are_refused(tmp_path: Path, s1_2mm: nib.Nifti1Image,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder of images that is not a BIDS dataset, and an output folder inside the input
+    (outside its ``derivatives/``): one clear line each, nothing written, input untouched."""
+    loose = tmp_path / "scans"
+    loose.mkdir()
+    nib.save(s1_2mm, loose / "head.nii.gz")
+    before = tree_digest(loose)
+    code = main([str(loose), str(tmp_path / "out1"), "participant", "--skip-bids-validation", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code != EXIT_OK and f"{loose} is not a BIDS dataset" in err
+    assert tree_digest(loose) == before
+
+    bids = _heads(tmp_path, s1_2mm, ["01"])
+    before = tree_digest(bids)
+    inside = bids / "sub-01" / "defaced"
+    code = main([str(bids), str(inside), "participant", "--skip-bids-validation", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code != EXIT_OK and "lies inside the input dataset" in err
+    assert not inside.exists() and tree_digest(bids) == before
