@@ -19,7 +19,7 @@ Images (all made from the real head pycortex S1, 1 mm, never used in training):
 
 Each image case runs in a fresh process (its peak RSS is its own): the stages of one
 participant run as the app does them (read, conform, network, resample back, input kind,
-clean, ears, guard, apply, write, figures, report), median of ``--repeats`` runs after one
+clean, ears, guard, apply, QC verdict, write, figures, report), median of ``--repeats`` runs after one
 warm-up; the I/O floor (read + write of the same ``.nii.gz``) and quickshear 1.2 (PyPI;
 given the model's brain mask, its own read and write included) are timed in the same process.
 """
@@ -44,7 +44,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("1 mm", "clinical 0.4 mm", "5 mm axial")
 STAGES = ("read", "conform", "network", "resample_back", "input_kind", "clean", "ears", "guard",
-          "apply", "write", "figures", "report")
+          "apply", "qc", "write", "figures", "report")
 
 
 def source_head() -> nib.Nifti1Image:
@@ -104,6 +104,7 @@ def run_case(name: str, threads: int, repeats: int, device: str) -> dict:
     from bids_deface.deface import deface_image
     from bids_deface.io import load_nifti, save_mask_like, save_raw_like
     from bids_deface.masking import FaceModel
+    from bids_deface.pipeline import qc_verdict
     from bids_deface.reports.core import ReportRun, render_template, subject_context
     from bids_deface.reports.figures import make_run_figures
 
@@ -131,6 +132,9 @@ def run_case(name: str, threads: int, repeats: int, device: str) -> dict:
             t0 = time.perf_counter()
             raw = deface_image(src, pred.face)
             stages["apply"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            qc_verdict(model, src, raw, pred)
+            stages["qc"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             defaced, mask = tmp / "sub-01_desc-defaced_T1w.nii.gz", tmp / "sub-01_desc-face_mask.nii.gz"
             save_raw_like(raw, src, defaced)
