@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     if "synth" in stages and not (raw / "dataset.json").is_file():
         _run(["bids_deface.training.synth", "--heads", *fold.train, "--cases", str(fold.cases),
               "--out", str(raw)])
-    if "plan" in stages:
+    preprocessed = work / "nnunet_preprocessed" / "Dataset801_FaceEars"
+    done = (preprocessed / "nnUNetPlans.json").is_file() and any((preprocessed / "nnUNetPlans_3d_fullres").glob("*"))
+    if "plan" in stages and (args.stage == "plan" or not done):
+        # a rerun of the whole fold keeps the plan and data its checkpoints were trained on
         _run(["bids_deface.training.train", "plan", "--work", str(work), "--spacing", "3"])
     if "fit" in stages:
         fit = ["bids_deface.training.train", "fit", "--work", str(work), "--epochs",
