@@ -43,7 +43,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("1 mm", "clinical 0.4 mm", "5 mm axial")
-STAGES = ("read", "conform", "network", "resample_back", "input_kind", "clean", "ears", "guard",
+STAGES = ("read", "conform", "network", "resample_back", "input_kind", "pose", "clean", "ears", "guard",
           "apply", "qc", "write", "figures", "report")
 
 

@@ -59,6 +59,8 @@ class InputKind:
     """Tissue farther than ``FACE_REACH_MM`` from the predicted brain (mL)."""
     brain_ml: float
     correlation: float
+    tissue_ml: float = 0.0
+    """All the image's tissue (the head mask, :func:`bids_deface.anatomy.head_mask`, in mL)."""
 
     @property
     def removable(self) -> bool:
@@ -133,6 +135,7 @@ def judge_input(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
     cbrain = block_reduce(brain, f, np.any)
     tissue = head_mask(cdata, czooms)
     far = distance_mm(cbrain, czooms) > FACE_REACH_MM
-    face_tissue_ml = float(np.count_nonzero(tissue & far)) * float(np.prod(czooms)) / 1000.0
+    cml = float(np.prod(czooms)) / 1000.0
+    face_tissue_ml = float(np.count_nonzero(tissue & far)) * cml
     kind = "head" if face_tissue_ml >= FACE_TISSUE_ML else "no_face"
-    return InputKind(kind, face_tissue_ml, brain_ml, corr)
+    return InputKind(kind, face_tissue_ml, brain_ml, corr, float(np.count_nonzero(tissue)) * cml)

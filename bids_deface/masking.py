@@ -23,6 +23,7 @@ import torch
 from .anatomy import block_reduce, set_threads, drop_behind_ears, ear_zone, head_mask, largest_component
 from .deface import brain_guard_parts, clean_face_mask, slab_splits
 from .inputs import InputKind, judge_input
+from .pose import HeadPose, UprightFrame, head_pose
 
 __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "to_ras",
            "head_scale", "image_head_scale", "shown_scale", "LABELS"]
@@ -113,6 +114,10 @@ class MaskPrediction:
     face_predicted: np.ndarray | None = None
     """The network's face label before cleaning, the ear zone and the guard (for the QC
     verdict's evidence, :mod:`bids_deface.qc`)."""
+    pose: HeadPose | None = None
+    """The head's pose from the first pass's brain (:func:`bids_deface.pose.head_pose`)."""
+    upright: bool = False
+    """Whether the masks were made in the head's upright frame (a tilted head)."""
 
     def label_map(self) -> np.ndarray:
         """The network's labels on the image's grid: 0 keep, 1 face (as predicted), 2 brain."""
@@ -401,7 +406,7 @@ class FaceModel:
 
     def predict(
         self, img: nib.Nifti1Image, guard_mm: float = 4.0, min_component_ml: float = 0.5,
-        ears: bool = True,
+        ears: bool = True, upright: bool = True,
     ) -> MaskPrediction:
         """Face and brain masks of ``img`` with the brain guard applied.
 
@@ -422,6 +427,9 @@ class FaceModel:
         ears : bool
             Add the ear zone placed from the predicted brain
             (:func:`bids_deface.anatomy.ear_zone`) to the model's face and ears.
+        upright : bool
+            Mask a head tilted by more than :data:`bids_deface.pose.TILT_LIMIT_DEG` in its
+            upright frame (:meth:`_predict_upright`).
 
         Every step works on one C-contiguous RAS copy of the image; the masks are brought
         back to the image's axis order at the end.
@@ -445,7 +453,14 @@ class FaceModel:
                 seconds=clock.total, timings=clock.laps, spacing_mm=self.spacing_zyx,
                 guard_mm={}, guard_brain=_from_ras(guard_brain, ornt), input_kind=kind,
                 face_predicted=_from_ras(seg == LABELS["face"], ornt))
-        spacing = self.adapted_spacing(head_scale(brain, zooms, largest=True))
+        scale = head_scale(brain, zooms, largest=True)
+        # (a brain cut by the field of view, whose size is unknown, has no pitch either)
+        pose = head_pose(brain, zooms, pitch=scale is not None)
+        clock.lap("pose")
+        if upright and pose is not None and pose.tilted:
+            return self._predict_upright(ras, zooms, ornt, pose, guard_brain, kind, clock,
+                                         guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears)
+        spacing = self.adapted_spacing(scale)
         if spacing != self.spacing_zyx:
             # a small head: once more, at the finer spacing that shows it larger
             seg, guard_brain = self._labels_ras(ras, ras_zooms, spacing, clock=clock)
@@ -482,6 +497,58 @@ class FaceModel:
             guard_brain=_from_ras(guard_brain, ornt),
             input_kind=kind,
             face_predicted=_from_ras(face_predicted, ornt),
+            pose=pose,
+        )
+        clock.lap("conform")
+        return dataclasses.replace(result, seconds=clock.total, timings=clock.laps)
+
+    def _predict_upright(self, ras: np.ndarray, zooms: tuple[float, ...], ornt: np.ndarray, pose: HeadPose,
+                         guard_brain: np.ndarray, kind: InputKind, clock: _Clock,
+                         **options: float | bool) -> MaskPrediction:
+        """Masks of a tilted head (``ras``, RAS axis order), made in its upright frame.
+
+        The image is resampled (linearly) onto an isotropic grid in which the head sits
+        upright (:class:`bids_deface.pose.UprightFrame`, as fine as the image's finest side,
+        1 mm at the finest), and masked there by :meth:`predict` (network, cleaning, ear
+        zone and brain guard). The face is brought back to the image's grid (nearest
+        voxel) and guarded once more, by the smallest of the guards used upright, from
+        the upright pass's brain brought back to the image's grid (on thick slices, to its
+        sub-slices).
+        """
+        frame = UprightFrame.of(pose, ras.shape, zooms)
+        data = frame.upright(ras)
+        affine = np.diag([frame.spacing] * 3 + [1.0])
+        clock.lap("upright")
+        inner = self.predict(nib.Nifti1Image(data, affine), upright=False, **options)  # type: ignore[arg-type]
+        del data
+        clock.laps.update({k: clock.laps.get(k, 0.0) + v for k, v in inner.timings.items()})
+        clock.last = time.perf_counter()
+        face = frame.back(inner.face)
+        brain = frame.back(inner.brain)
+        face_predicted = frame.back(inner.face_predicted) if inner.face_predicted is not None else None
+        # the upright pass's brain alone: the first pass's is the one an upright head's own
+        # path replaces too (drawn tilted, and for a small head on the plan's coarse voxels,
+        # where it reaches into the orbits)
+        splits = [g // n for g, n in zip(guard_brain.shape, ras.shape)]
+        guard_brain = frame.back(inner.brain, splits)
+        margin = min(inner.guard_mm.values()) if inner.guard_mm else float(options.get("guard_mm", 4.0))
+        guarded = brain_guard_parts([(face, margin)], guard_brain, zooms)
+        clock.lap("upright")
+        # the upright pass's guard counted its own voxels: in the image's, by volume
+        inner_guard = int(round(inner.guard_voxels * frame.spacing ** 3 / float(np.prod(zooms))))
+        result = MaskPrediction(
+            face=_from_ras(guarded.face, ornt),
+            brain=_from_ras(brain, ornt),
+            face_raw_voxels=int(np.count_nonzero(guarded.face)) + guarded.guard_voxels + inner_guard,
+            guard_voxels=guarded.guard_voxels + inner_guard,
+            seconds=0.0,
+            spacing_mm=inner.spacing_mm,
+            guard_mm=dict(inner.guard_mm),
+            guard_brain=_from_ras(guard_brain, ornt),
+            input_kind=kind,
+            face_predicted=_from_ras(face_predicted, ornt) if face_predicted is not None else None,
+            pose=pose,
+            upright=True,
         )
         clock.lap("conform")
         return dataclasses.replace(result, seconds=clock.total, timings=clock.laps)

@@ -243,6 +243,8 @@ def _defacing_record(
         "ModelSpacingMM": [float(v) for v in prediction.spacing_mm][::-1] or None,
         "BrainGuardMM": {k.capitalize(): round(float(v), 2) for k, v in prediction.guard_mm.items()} or None,
         "QCFlags": list(flags),
+        **({"HeadPoseDeg": prediction.pose.record(), "UprightFrame": bool(getattr(prediction, "upright", False))}
+           if getattr(prediction, "pose", None) is not None else {}),
         **({"InputKind": prediction.input_kind.kind}
            if getattr(prediction, "input_kind", None) is not None else {}),
         **({"QC": dict(qc)} if qc is not None else {}),

@@ -206,3 +206,34 @@ def test_small_head_is_seen_at_a_finer_spacing(model: FaceModel, s1_2mm: nib.Nif
     zone_only = pred.face & ~model.predict(small, ears=False).face
     assert zone_only.any() and distance[zone_only].min() > 2.0 + 2.0 * ratio
     assert pred.guard_mm == pytest.approx({"face": 4.0 * ratio, "ears": 2.0 + 2.0 * ratio})
+
+
+def test_tilted_head_is_masked_upright(model: FaceModel, s1_2mm: nib.Nifti1Image,
+                                       s1_prediction) -> None:  # type: ignore[no-untyped-def]
+    """The 2 mm head rolled by 30°: its pose is measured, it is masked in its upright
+    frame, and both ears (turned with it) are covered with no brain removed; in the
+    image's own axes the ear zone misses the lower ear."""
+    from bids_deface.brainmask import deepbet_brain_mask
+    from bids_deface.evaluation.__main__ import evaluate_case
+    from bids_deface.evaluation.cases import make_cases
+
+    class Keep:
+        def __init__(self, upright: bool) -> None:
+            self.upright = upright
+
+        def predict(self, img):  # type: ignore[no-untyped-def]
+            self.last = model.predict(img, upright=self.upright)
+            return self.last
+
+    assert not s1_prediction.upright and s1_prediction.pose is not None
+    assert s1_prediction.pose.tilt <= 12.0
+    brain = deepbet_brain_mask(s1_2mm)
+    (case,) = make_cases(s1_2mm, brain, load_landmarks("pycortex_s1"), ["T1w rolled 30° (real)"])
+    upright, axes = Keep(True), Keep(False)
+    row, before = evaluate_case(upright, case), evaluate_case(axes, case)
+    assert upright.last.upright and not axes.last.upright
+    assert abs(abs(upright.last.pose.roll - s1_prediction.pose.roll) - 30.0) <= 4.0
+    for feature in ("ear_right", "ear_left"):
+        assert row[feature] >= REQUIRED[feature], f"{feature}: {row[feature]:.3f}"
+    assert min(before["ear_right"], before["ear_left"]) < REQUIRED["ear_right"]
+    assert row["brain_removed"] == 0

@@ -45,6 +45,8 @@ DEFACING_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("BrainVoxels", "Brain voxels predicted", ""),
     ("ModelSpacingMM", "Model voxel size", "mm"),
     ("BrainGuardMM", "Brain guard", "mm"),
+    ("HeadPoseDeg", "Head pose", "°"),
+    ("UprightFrame", "Masked in the head's upright frame", ""),
     ("Seconds", "Run time", "s"),
     ("PredictionSeconds", "Prediction time", "s"),
     ("ModelName", "Model", ""),

@@ -61,6 +61,10 @@ def test_example_dataset_participant_and_group(tmp_path: Path, validator: str) -
             assert guard == {"Face": 4.0, "Ears": 4.0}
         else:
             assert 2.0 < guard["Face"] < guard["Ears"] < 4.0
+        # upright heads: their pose is recorded, and they are masked in their own axes
+        pose = d["HeadPoseDeg"]
+        assert set(pose) == {"Pitch", "Roll", "Yaw"} and d["UprightFrame"] is False
+        assert max(abs(pose["Roll"]), abs(pose["Yaw"])) <= 12.0
         image = side_path.with_name(side_path.name.replace(".json", ".nii.gz"))
         source = bids / side["Sources"][0].split(":", 2)[2]
         mask_path = next(image.parent.glob(
