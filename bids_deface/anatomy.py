@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["distance_mm", "edt_mm", "set_threads", "bounding_box", "orbit_level", "block_reduce", "largest_component", "drop_small_components",
+__all__ = ["distance_mm", "edt_mm", "set_threads", "bounding_box", "orbit_level", "block_factors", "block_reduce",
+           "largest_component", "drop_small_components",
            "head_mask", "pinnae", "hull_per_side", "ear_zone", "drop_behind_ears", "EAR_BEHIND_MM"]
 
 
@@ -57,6 +58,15 @@ def orbit_level(brain_points: np.ndarray) -> tuple[float, float]:
     y_front = float(brain_points[:, 1].max())
     frontal = brain_points[:, 1] > y_front - 30.0
     return y_front, float(np.percentile(brain_points[frontal, 2], 2))
+
+
+def block_factors(zooms: Sequence[float], mm: float) -> np.ndarray:
+    """Voxels per block along each axis for blocks of about ``mm`` (at least one voxel).
+
+    >>> block_factors((1.0, 0.9, 5.0), 3.0).tolist()
+    [3, 3, 1]
+    """
+    return np.maximum(1, np.floor(mm / np.asarray(zooms, float) + 1e-6)).astype(int)
 
 
 def block_reduce(data: np.ndarray, factors: Sequence[int], reducer=np.mean) -> np.ndarray:  # type: ignore[no-untyped-def]

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .anatomy import block_reduce, distance_mm, head_mask, largest_component
+from .anatomy import block_factors, block_reduce, distance_mm, head_mask, largest_component
 
 __all__ = ["InputKind", "judge_input", "neighbour_correlation", "KIND_FLAGS",
            "MIN_BRAIN_ML", "MIN_LEVELS", "FACE_TISSUE_ML", "FACE_REACH_MM", "NOISE_CORRELATION"]
@@ -129,7 +129,7 @@ def judge_input(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
     if brain_ml < MIN_BRAIN_ML:
         kind = "not_head" if face_ml < FACE_TISSUE_ML else "head"
         return InputKind(kind, 0.0, brain_ml, corr)
-    f = np.maximum(1, np.floor(_WORK_MM / zooms + 1e-6)).astype(int)
+    f = block_factors(zooms, _WORK_MM)
     czooms = zooms * f
     cdata = block_reduce(data, f)
     cbrain = block_reduce(brain, f, np.any)

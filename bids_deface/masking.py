@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from .anatomy import block_reduce, set_threads, drop_behind_ears, ear_zone, head_mask, largest_component
+from .anatomy import block_factors, block_reduce, set_threads, drop_behind_ears, ear_zone, head_mask, largest_component
 from .deface import brain_guard_parts, clean_face_mask, slab_splits
 from .inputs import InputKind, judge_input
 from .pose import HeadPose, UprightFrame, head_pose
@@ -521,11 +521,10 @@ class FaceModel:
         clock.lap("upright")
         inner = self.predict(nib.Nifti1Image(data, affine), upright=False, **options)  # type: ignore[arg-type]
         del data
-        clock.laps.update({k: clock.laps.get(k, 0.0) + v for k, v in inner.timings.items()})
-        clock.last = time.perf_counter()
+        clock.add(inner.timings)
         face = frame.back(inner.face)
         brain = frame.back(inner.brain)
-        face_predicted = frame.back(inner.face_predicted) if inner.face_predicted is not None else None
+        face_predicted = frame.back(inner.face_predicted)
         # the upright pass's brain alone: the first pass's is the one an upright head's own
         # path replaces too (drawn tilted, and for a small head on the plan's coarse voxels,
         # where it reaches into the orbits)
@@ -546,7 +545,7 @@ class FaceModel:
             guard_mm=dict(inner.guard_mm),
             guard_brain=_from_ras(guard_brain, ornt),
             input_kind=kind,
-            face_predicted=_from_ras(face_predicted, ornt) if face_predicted is not None else None,
+            face_predicted=_from_ras(face_predicted, ornt),
             pose=pose,
             upright=True,
         )
@@ -566,6 +565,12 @@ class _Clock:
         self.laps[name] = self.laps.get(name, 0.0) + now - self.last
         self.last = now
 
+    def add(self, laps: dict[str, float]) -> None:
+        """Add the stages another clock timed meanwhile to these; the next lap starts now."""
+        for name, seconds in laps.items():
+            self.laps[name] = self.laps.get(name, 0.0) + seconds
+        self.last = time.perf_counter()
+
     @property
     def total(self) -> float:
         return self.last - self.start
@@ -579,7 +584,7 @@ def ear_zone_ras(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray) ->
     brought back to the image's grid.
     """
     zooms = np.asarray(zooms, float)
-    f = np.maximum(1, np.floor(2.0 / zooms + 1e-6)).astype(int)
+    f = block_factors(zooms, 2.0)
     czooms = zooms * f
     coarse_brain = block_reduce(brain, f, np.any)
     zone = ear_zone(head_mask(block_reduce(data, f), czooms), coarse_brain, czooms)

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .anatomy import block_reduce
+from .anatomy import block_factors, block_reduce
 
 __all__ = ["HeadPose", "head_pose", "UprightFrame", "PITCH_REFERENCE_DEG", "TILT_LIMIT_DEG",
            "rotation_x", "rotation_y", "rotation_z"]
@@ -99,7 +99,7 @@ def _coarse_points(brain: np.ndarray, zooms: np.ndarray) -> tuple[np.ndarray, np
     """Brain voxels on blocks of about ``POSE_VOXEL_MM``: the coarse mask, its voxel size,
     the offset of its first voxel's centre (mm) and the points (N×3 mm, at most
     ``MAX_POINTS``, evenly thinned)."""
-    f = np.maximum(1, np.floor(POSE_VOXEL_MM / zooms + 1e-6)).astype(int)
+    f = block_factors(zooms, POSE_VOXEL_MM)
     coarse = block_reduce(brain, f, np.any)
     czooms = zooms * f
     origin = (f - 1) / 2.0 * zooms

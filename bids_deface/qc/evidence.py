@@ -26,7 +26,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..anatomy import block_reduce, bounding_box, distance_mm, ear_zone, head_mask, largest_component, orbit_level
+from ..anatomy import (block_factors, block_reduce, bounding_box, distance_mm, ear_zone, head_mask, largest_component,
+                       orbit_level)
 from ..inputs import MIN_LEVELS, judge_input
 
 __all__ = ["Evidence", "OriginalContext", "gather_evidence", "original_context", "coarse_labels", "FEATURES",
@@ -88,7 +89,7 @@ def _finite(data: np.ndarray) -> np.ndarray:
 
 
 def _factors(zooms: np.ndarray) -> np.ndarray:
-    return np.maximum(1, np.floor(WORK_MM / zooms + 1e-6)).astype(int)
+    return block_factors(zooms, WORK_MM)
 
 
 def _roughness(data: np.ndarray, zooms: np.ndarray, f: np.ndarray, where: np.ndarray) -> np.ndarray:
