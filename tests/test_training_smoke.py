@@ -40,8 +40,9 @@ def test_training_pipeline_end_to_end(tmp_path: Path) -> None:
 
     # plan/fit run as the documented commands (fresh processes, nnU-Net paths from --work)
     py = sys.executable
+    kept = tmp_path / "kept"
     for args in (["plan", "--work", str(tmp_path), "--patch", "32", "--features", "4", "8", "16"],
-                 ["fit", "--work", str(tmp_path), "--epochs", "1", "--iterations", "2"]):
+                 ["fit", "--work", str(tmp_path), "--epochs", "1", "--iterations", "2", "--stash", str(kept)]):
         proc = subprocess.run([py, "-m", "bids_deface.training.train", *args], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     proc = subprocess.run([py, "-m", "bids_deface.training.export", "--work", str(tmp_path),
@@ -76,3 +77,30 @@ def test_training_pipeline_end_to_end(tmp_path: Path) -> None:
         if before.is_floating_point() and before.ndim == 5:
             a, b = before.float().ravel(), tuned["network_weights"][key].float().ravel()
             assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.9, key
+
+
+    # the state kept for the next machine: float16, the plan, the epoch reached
+    import json as _json
+
+    stashed = torch.load(kept / "checkpoint.pth", weights_only=False)
+    assert stashed["current_epoch"] == 1
+    assert all(v.dtype == torch.float16 for v in stashed["network_weights"].values() if v.is_floating_point())
+    assert _json.loads((kept / "progress.json").read_text())["epoch"] == 1
+    # a fresh machine: the same raw data, nothing else but the kept state; it plans with the
+    # kept plan and trains on from epoch 1 to 2
+    fresh = tmp_path / "fresh"
+    (fresh / "nnunet_raw").mkdir(parents=True)
+    (fresh / "nnunet_raw" / "Dataset801_FaceEars").symlink_to(raw)
+    for args in (["plan", "--work", str(fresh), "--spacing", "7", "--stash", str(kept)],
+                 ["fit", "--work", str(fresh), "--epochs", "2", "--iterations", "2", "--stash", str(kept)]):
+        proc = subprocess.run([py, "-m", "bids_deface.training.train", *args], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "resuming" in proc.stderr and "epoch 1" in proc.stderr
+    plans = _json.loads(next((fresh / "nnunet_preprocessed").rglob("nnUNetPlans.json")).read_text())
+    assert plans == _json.loads((kept / "plans.json").read_text())  # not the --spacing 7 one
+    resumed = torch.load(next((fresh / "nnunet_results").rglob("checkpoint_final.pth")), weights_only=False)
+    assert resumed["current_epoch"] == 2 and len(resumed["logging"]["train_losses"]) == 2
+    assert _json.loads((kept / "progress.json").read_text()) | {"stashed_at": None} == {
+        "epoch": 2, "finished": True, "train_loss_last": round(resumed["logging"]["train_losses"][-1], 4),
+        "pseudo_dice_last": [round(float(v), 4) for v in resumed["logging"]["dice_per_class_or_region"][-1]],
+        "stashed_at": None}

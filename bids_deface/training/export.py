@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..engine import export_onnx
-from .train import CONFIG, DATASET_NAME, MIRROR_AXES, PLANS
+from .train import CONFIG, DATASET_NAME, MIRROR_AXES, PLANS, result_dir
 
 __all__ = ["export_model", "main"]
 
@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="checkpoint_final.pth")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    result = args.work / "nnunet_results" / DATASET_NAME / f"nnUNetTrainerFaceEarsCPU__{PLANS}__{CONFIG}"
-    export_model(result, args.out, args.checkpoint)
+    export_model(result_dir(args.work), args.out, args.checkpoint)
     return 0
 
 

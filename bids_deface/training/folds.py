@@ -8,6 +8,11 @@ having seen it); otherwise it is trained from scratch.
 Usage::
 
     python -m bids_deface.training.folds A --stage synth     # then plan, fit, export
+
+A fold's training state is kept in ``runs/fold-<NAME>/`` (:func:`bids_deface.training.train.stash`:
+every 30 minutes and at the end), a folder that is committed, so that a run longer than one
+machine's life goes on from there on the next one: ``synth`` remakes the same cases (seeded),
+``plan`` preprocesses them with the stashed plan, and ``fit`` resumes from the stashed epoch.
 """
 
 from __future__ import annotations
@@ -61,8 +66,11 @@ def _run(args: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train one fold's model (resumable stages).")
     parser.add_argument("fold", choices=sorted(FOLDS))
-    parser.add_argument("--stage", choices=["synth", "plan", "fit", "export", "all"], default="all")
+    parser.add_argument("--stage", choices=["synth", "plan", "fit", "export", "stash", "all"], default="all",
+                        help="stash: keep the current training state in --stash now")
     parser.add_argument("--work", type=Path, default=None, help="default: cache/fold<NAME>")
+    parser.add_argument("--stash", type=Path, default=None,
+                        help="where the training state is kept between machines (default: runs/fold-<NAME>)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
@@ -70,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     fold = FOLDS[args.fold]
     work = args.work or Path(f"cache/fold{fold.name}")
+    kept = args.stash or Path(f"runs/fold-{fold.name}")
+    if args.stage == "stash":
+        from .train import stash
+
+        return 0 if stash(work, kept) else 1
     raw = work / "nnunet_raw" / "Dataset801_FaceEars"
     stages = ["synth", "plan", "fit", "export"] if args.stage == "all" else [args.stage]
     if "synth" in stages and not (raw / "dataset.json").is_file():
@@ -79,10 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     done = (preprocessed / "nnUNetPlans.json").is_file() and any((preprocessed / "nnUNetPlans_3d_fullres").glob("*"))
     if "plan" in stages and (args.stage == "plan" or not done):
         # a rerun of the whole fold keeps the plan and data its checkpoints were trained on
-        _run(["bids_deface.training.train", "plan", "--work", str(work), "--spacing", "3"])
+        _run(["bids_deface.training.train", "plan", "--work", str(work), "--spacing", "3", "--stash", str(kept)])
     if "fit" in stages:
         fit = ["bids_deface.training.train", "fit", "--work", str(work), "--epochs",
-               str(args.epochs or fold.epochs), "--device", args.device, "--threads", str(args.threads)]
+               str(args.epochs or fold.epochs), "--device", args.device, "--threads", str(args.threads),
+               "--stash", str(kept)]
         if fold.from_shipped:
             from ..data import default_model_dir
 

@@ -25,7 +25,8 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["DATASET_ID", "DATASET_NAME", "set_nnunet_paths", "plan", "fit", "main"]
+__all__ = ["DATASET_ID", "DATASET_NAME", "set_nnunet_paths", "plan", "fit", "result_dir", "stash", "unstash",
+           "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,13 @@ DATASET_ID = 801
 DATASET_NAME = "Dataset801_FaceEars"
 CONFIG = "3d_fullres"
 PLANS = "nnUNetPlans"
+TRAINER = "nnUNetTrainerFaceEarsCPU"
+#: Files of a stash (:func:`stash`): the training state, the plan it was trained on, a summary.
+STASH_CHECKPOINT = "checkpoint.pth"
+STASH_PLANS = "plans.json"
+STASH_PROGRESS = "progress.json"
+#: Seconds between two stashes during training (the last epoch is always stashed).
+STASH_EVERY_S = 1800.0
 MIRROR_AXES = (2,)
 """Axes along which test-time mirroring is valid, on nnU-Net's (z, y, x) arrays of images
 reoriented to RAS: x, left-right only. The network only ever sees heads facing anterior and
@@ -50,6 +58,85 @@ def set_nnunet_paths(work: Path) -> dict[str, Path]:
         value.mkdir(parents=True, exist_ok=True)
         os.environ[key] = str(value.resolve())
     return paths
+
+
+def result_dir(work: Path) -> Path:
+    """nnU-Net's result folder of a training run in ``work`` (checkpoints under ``fold_all``)."""
+    return Path(work) / "nnunet_results" / DATASET_NAME / f"{TRAINER}__{PLANS}__{CONFIG}"
+
+
+def _cast_floats(obj, dtype, _done: dict | None = None):  # type: ignore[no-untyped-def]
+    """``obj`` (nested dicts, lists and tensors) with every floating tensor of another
+    floating dtype cast to ``dtype``; tensors that shared memory (the decoder's state
+    holds the encoder's tensors again) share it still, so each is saved once."""
+    import torch
+
+    done = {} if _done is None else _done
+    if isinstance(obj, torch.Tensor):
+        if not obj.is_floating_point() or obj.dtype == dtype:
+            return obj
+        key = (obj.untyped_storage().data_ptr(), obj.storage_offset(), tuple(obj.shape), tuple(obj.stride()))
+        if key not in done:
+            done[key] = obj.to(dtype)
+        return done[key]
+    if isinstance(obj, dict):
+        return {k: _cast_floats(v, dtype, done) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cast_floats(v, dtype, done) for v in obj)
+    return obj
+
+
+def stash(work: Path, dest: Path) -> int:
+    """Keep the latest training state of ``work`` in ``dest``, small enough to commit, so
+    that a run goes on from it on another machine (:func:`unstash`): the checkpoint with
+    its network weights and optimizer momentum stored as float16 (half the size; training
+    goes on in float32 from the rounded values), the plan the run was trained on and a
+    summary. Written atomically; returns the epoch stashed (0: nothing to stash)."""
+    import torch
+
+    folder = result_dir(work) / "fold_all"
+    src = next((folder / n for n in ("checkpoint_final.pth", "checkpoint_latest.pth") if (folder / n).is_file()), None)
+    if src is None:
+        return 0
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    log = ckpt.get("logging", {})
+    dice = [[round(float(v), 4) for v in row] for row in log.get("dice_per_class_or_region", [])[-1:]]
+    progress = {
+        "epoch": int(ckpt["current_epoch"]),
+        "finished": src.name == "checkpoint_final.pth",
+        "train_loss_last": round(float(log["train_losses"][-1]), 4) if log.get("train_losses") else None,
+        "pseudo_dice_last": dice[0] if dice else None,
+        "stashed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    for name, write in ((STASH_CHECKPOINT, lambda p: torch.save(_cast_floats(ckpt, torch.float16), p)),
+                        (STASH_PLANS, lambda p: p.write_text((result_dir(work) / "plans.json").read_text())),
+                        (STASH_PROGRESS, lambda p: p.write_text(json.dumps(progress, indent=1) + "\n"))):
+        tmp = dest / f".{name}.tmp"
+        write(tmp)
+        os.replace(tmp, dest / name)
+    logger.info("stashed epoch %d of %s in %s", progress["epoch"], work, dest)
+    return progress["epoch"]
+
+
+def unstash(work: Path, src: Path) -> int:
+    """Put the training state stashed in ``src`` (:func:`stash`) into ``work``'s result
+    folder as ``checkpoint_latest.pth`` (float32), unless ``work`` has a checkpoint of its
+    own. Returns the epoch it resumes from (0: nothing put there)."""
+    import torch
+
+    folder = result_dir(work) / "fold_all"
+    if not (Path(src) / STASH_CHECKPOINT).is_file() or any(
+            (folder / n).is_file() for n in ("checkpoint_final.pth", "checkpoint_latest.pth")):
+        return 0
+    ckpt = _cast_floats(torch.load(Path(src) / STASH_CHECKPOINT, map_location="cpu", weights_only=False),
+                        torch.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, folder / ".checkpoint_latest.pth.tmp")
+    os.replace(folder / ".checkpoint_latest.pth.tmp", folder / "checkpoint_latest.pth")
+    logger.info("resuming %s from the state stashed in %s (epoch %d)", work, src, ckpt["current_epoch"])
+    return int(ckpt["current_epoch"])
 
 
 def compact_plans(plans: dict, spacing: float, patch: int, features: list[int], batch: int) -> dict:
@@ -73,8 +160,13 @@ def compact_plans(plans: dict, spacing: float, patch: int, features: list[int], 
 
 
 def plan(work: Path, spacing: float = 4.0, patch: int = 64,
-         features: tuple[int, ...] = (16, 32, 64, 128, 128), batch: int = 2, processes: int = 2) -> Path:
-    """Fingerprint, compact plan and preprocessing of the raw dataset in ``work/nnunet_raw``."""
+         features: tuple[int, ...] = (16, 32, 64, 128, 128), batch: int = 2, processes: int = 2,
+         plans_from: Path | None = None) -> Path:
+    """Fingerprint, compact plan and preprocessing of the raw dataset in ``work/nnunet_raw``.
+
+    ``plans_from``: a plans file (a stash's, :func:`stash`) to preprocess with instead of
+    planning anew, so that a run resumed on another machine trains on the data it began with.
+    """
     set_nnunet_paths(work)
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprint_dataset,
@@ -86,8 +178,11 @@ def plan(work: Path, spacing: float = 4.0, patch: int = 64,
                                 clean=True, verbose=False)
     plan_experiment_dataset(DATASET_ID)
     plans_file = work / "nnunet_preprocessed" / DATASET_NAME / f"{PLANS}.json"
-    plans = json.loads(plans_file.read_text())
-    plans = compact_plans(plans, spacing, patch, list(features), batch)
+    if plans_from is not None:
+        plans = json.loads(Path(plans_from).read_text())
+        logger.info("preprocessing with the plan of %s", plans_from)
+    else:
+        plans = compact_plans(json.loads(plans_file.read_text()), spacing, patch, list(features), batch)
     plans_file.write_text(json.dumps(plans, indent=2))
     preprocess_dataset(DATASET_ID, PLANS, (CONFIG,), [processes], verbose=False, show_progress_bar=False)
     return plans_file
@@ -124,6 +219,18 @@ def _trainer_class():  # type: ignore[no-untyped-def]
             # a network this small gains less from torch.compile than compiling costs
             return False
 
+        stash_dir: Path | None = None
+        work: Path | None = None
+        _stashed_at = float("-inf")
+
+        def save_checkpoint(self, filename: str) -> None:
+            super().save_checkpoint(filename)
+            final = filename.endswith("checkpoint_final.pth")
+            if self.stash_dir is not None and self.work is not None and (
+                    final or time.monotonic() - self._stashed_at >= STASH_EVERY_S):
+                stash(self.work, self.stash_dir)
+                self._stashed_at = time.monotonic()
+
     return nnUNetTrainerFaceEarsCPU
 
 
@@ -148,17 +255,23 @@ def _make_trainer(work: Path, epochs: int, device: str, iterations: int = 50,  #
 
 
 def fit(work: Path, epochs: int, device: str = "cpu", threads: int = 2, iterations: int = 50,
-        pretrained: Path | None = None, workers: int = 0) -> Path:
+        pretrained: Path | None = None, workers: int = 0, stash_dir: Path | None = None) -> Path:
     """Train (or resume from the latest checkpoint) for ``epochs`` epochs of ``iterations``.
 
     ``pretrained``: a checkpoint (nnU-Net's, or an exported model's) whose network weights
     start a new run, e.g. the 4 mm model for a plan at a finer spacing (same architecture
     and labels). Ignored when the run resumes from its own checkpoint.
+    ``stash_dir``: resume from the state stashed there when ``work`` has no checkpoint
+    (:func:`unstash`), and stash the state there every ``STASH_EVERY_S`` seconds and at the
+    end (:func:`stash`).
     """
     import torch
 
     torch.set_num_threads(threads)
+    if stash_dir is not None:
+        unstash(work, stash_dir)
     trainer = _make_trainer(work, epochs, device, iterations, workers)
+    trainer.stash_dir, trainer.work = stash_dir, work
     out = Path(trainer.output_folder)
     for name in ("checkpoint_latest.pth", "checkpoint_final.pth"):
         if (out / name).exists():
@@ -212,13 +325,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="fit: data-loading worker processes (0: in the training process)")
     parser.add_argument("--pretrained", type=Path,
                         help="fit: start a new run from this checkpoint's network weights")
+    parser.add_argument("--stash", type=Path,
+                        help="fit: resume from the state kept in this folder when --work has none, and keep "
+                             "the state there every 30 min and at the end; plan: preprocess with its plan")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.stage == "plan":
-        plan(args.work, args.spacing, args.patch, tuple(args.features), args.batch, args.threads)
+        stashed = args.stash / STASH_PLANS if args.stash is not None else None
+        plan(args.work, args.spacing, args.patch, tuple(args.features), args.batch, args.threads,
+             plans_from=stashed if stashed is not None and stashed.is_file() else None)
     elif args.stage == "fit":
         fit(args.work, args.epochs, args.device, args.threads, args.iterations, args.pretrained,
-            args.workers)
+            args.workers, args.stash)
     else:
         logger.info("%.2f s per iteration", speed(args.work, threads=args.threads))
     return 0
