@@ -33,19 +33,30 @@ logger = logging.getLogger("bids_deface.evaluation")
 FEATURES = ["eye_right", "eye_left", "nose", "mouth", "ear_right", "ear_left"]
 
 
+def head_cases(head_path: Path, head: str, only: list[str] | None = None) -> list:
+    """The evaluation cases (``only`` these, by name) of the head in ``head_path``, with
+    deepbet's brain; a head with no landmarks (``landmarks.json``) gets cases without them
+    (eyeballs and the brain are still scored)."""
+    from ..brainmask import deepbet_brain_mask
+
+    img = nib.load(head_path)
+    try:
+        landmarks = load_landmarks(head)
+    except KeyError:
+        landmarks = {}
+    return make_cases(img, deepbet_brain_mask(img), landmarks, only)
+
+
 def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str] | None,
              threads: int = 2, extra: bool = False, model=None) -> list[dict]:  # type: ignore[no-untyped-def]
     """Rows of one head's cases (``CASE_NAMES``, and with ``extra`` the input kinds of
     ``INPUT_KIND_CASES``; ``only`` picks cases by name)."""
-    from ..brainmask import deepbet_brain_mask
     from ..data import default_model_dir
     from ..masking import FaceModel
 
-    img = nib.load(head_path)
-    brain = deepbet_brain_mask(img)
     if only is None and not extra:
         only = list(CASE_NAMES)
-    cases = make_cases(img, brain, load_landmarks(head), only)
+    cases = head_cases(head_path, head, only)
     if model is None:
         model = FaceModel(model_dir or default_model_dir(), device="cpu", threads=threads)
     return [evaluate_case(model, case) for case in cases]

@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from ..anatomy import block_reduce, orbit_level
+from ..anatomy import block_reduce, head_mask, orbit_level
 
 __all__ = ["EvalCase", "load_landmarks", "make_cases", "thick_slices", "axial_slabs", "CASE_NAMES",
            "INPUT_KIND_CASES", "not_head_cases", "rotated"]
@@ -163,6 +163,8 @@ CASE_NAMES = [
 INPUT_KIND_CASES = [
     "T1w skull-stripped (real)", "T1w orbits up (real)", "T1w pitched +30° (real)",
     "T1w pitched -30° (real)", "T1w rolled 30° (real)",
+    "T1w 5 mm sagittal (real)", "T1w 5 mm coronal (real)", "T1w ears cut (real)", "T1w face cut (real)",
+    "T1w plane-cut defaced (real)", "T1w in a stereotactic frame (real)",
 ]
 
 
@@ -193,13 +195,30 @@ def _image(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
     return im
 
 
+def _phantom(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """A cylinder of fluid along the last axis with five spheres of other intensities (a
+    quality-control phantom), blurred and with Rician noise."""
+    grid = np.indices(shape, dtype=np.float32)
+    c = np.array(shape, np.float32)[:, None, None, None] / 2
+    r = np.sqrt(((grid[:2] - c[:2]) ** 2).sum(0))
+    radius = 0.4 * min(shape[:2])
+    img = np.where((r < radius) & (np.abs(grid[2] - c[2]) < 0.4 * shape[2]), 600.0, 0.0)
+    for k in range(5):
+        a = 2 * np.pi * k / 5
+        p = c[:, 0, 0, 0] + np.array([0.5 * radius * np.cos(a), 0.5 * radius * np.sin(a), 0.0])
+        img[((grid - p[:, None, None, None]) ** 2).sum(0) < (4 + 2 * k) ** 2] = 200.0 + 150.0 * k
+    img = ndimage.gaussian_filter(img, 0.8)
+    return np.sqrt((img + 15 * rng.standard_normal(shape)) ** 2 + (15 * rng.standard_normal(shape)) ** 2)
+
+
 def not_head_cases(seed: int = 0) -> list[EvalCase]:
-    """Images that are not heads: all zero and pure noise (1.5 mm, 160×160×120)."""
+    """Images that are not heads: all zero, pure noise and a phantom (1.5 mm, 160×160×120)."""
     rng = np.random.default_rng(seed)
     aff = np.diag([1.5, 1.5, 1.5, 1.0])
     out = []
     for name, data in (("all-zero image", np.zeros((160, 160, 120), np.float32)),
-                       ("pure noise", rng.uniform(0, 1000, (160, 160, 120)).astype(np.float32))):
+                       ("pure noise", rng.uniform(0, 1000, (160, 160, 120)).astype(np.float32)),
+                       ("phantom", _phantom((160, 160, 120), rng).astype(np.float32))):
         empty = np.zeros(data.shape, bool)
         out.append(EvalCase(name, _image(data, aff), empty, empty, {}, expect="nothing"))
     return out
@@ -289,6 +308,7 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
                               {"scale": str(scale), "face_ratio": str(face_f)}, scale=scale,
                               brain_slices=slices, eyes=ce))
     cases += _input_kind_cases(data, affine, brain_ras, face_ref, eyes, landmarks, z_orb, want)
+    cases += _more_input_kind_cases(data, affine, brain_ras, face_ref, eyes, landmarks, z_orb, y_front, want)
     return cases
 
 
@@ -331,4 +351,73 @@ def _input_kind_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, f
             lms[k] = [float(v) for v in affine[:3, :3] @ q + affine[:3, 3]]
         out.append(EvalCase(name, _image(d, affine), b, f, lms, {"rotation": f"{deg:+.0f} deg about axis {axis}"},
                             eyes=e, partial=True))
+    return out
+
+
+def _crop(case_name: str, data: np.ndarray, affine: np.ndarray, brain: np.ndarray, face: np.ndarray,
+          eyes: dict[str, np.ndarray], landmarks: dict[str, list[float]], axis: int, lo: int, hi: int) -> EvalCase:
+    """The voxels ``lo:hi`` along ``axis`` of a RAS grid, as a case with a partial field of view."""
+    where = tuple(slice(lo, hi) if a == axis else slice(None) for a in range(3))
+    aff = affine.copy()
+    aff[:3, 3] = affine[:3, 3] + affine[:3, axis] * lo
+    return EvalCase(case_name, _image(data[where], aff), brain[where], face[where], landmarks,
+                    eyes={k: v[where] for k, v in eyes.items()}, partial=True)
+
+
+def _more_input_kind_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, face: np.ndarray,
+                           eyes: dict[str, np.ndarray], landmarks: dict[str, list[float]], z_orb: float,
+                           y_front: float, want: Callable[[str], bool]) -> list[EvalCase]:
+    """5 mm slabs along the other two axes, fields of view that cut the ears or the face,
+    a face already cut off by a plane, and a stereotactic frame (RAS grid ``affine``)."""
+    from ..training.synth import _frame
+
+    out = []
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    inv = np.linalg.inv(affine)
+
+    def vox(p: list[float]) -> np.ndarray:
+        return inv[:3, :3] @ np.asarray(p, float) + inv[:3, 3]
+
+    for name, axis in ((INPUT_KIND_CASES[5], 0), (INPUT_KIND_CASES[6], 1)):
+        if not want(name):
+            continue
+        k = max(2, int(round(5.0 / float(zooms[axis]))))
+        d, aff = thick_slices(data, affine, k, axis)
+        b, _ = thick_slices(brain, affine, k, axis, reducer=np.any)
+        f, _ = thick_slices(face.astype(np.float32), affine, k, axis)
+        n = b.shape[axis] * k
+        slices = brain[tuple(slice(0, n) if a == axis else slice(None) for a in range(3))]
+        e = {key: thick_slices(v.astype(np.float32), affine, k, axis)[0] > 0.5 for key, v in eyes.items()}
+        out.append(EvalCase(name, _image(d, aff), b, f > 0.5, landmarks, brain_slices=slices, eyes=e))
+    if want(INPUT_KIND_CASES[7]) and {"ear_right", "ear_left"} <= set(landmarks):
+        # the image's sides run through the middle of each pinna
+        xs = sorted(int(round(vox(landmarks[k])[0])) for k in ("ear_right", "ear_left"))
+        out.append(_crop(INPUT_KIND_CASES[7], data, affine, brain, face, eyes, landmarks, 0, xs[0], xs[1] + 1))
+    if want(INPUT_KIND_CASES[8]) and {"eye_right", "eye_left", "nose"} <= set(landmarks):
+        # the image's front runs through the lenses: the nose and the lips' front out of view
+        y = int(round(np.mean([vox(landmarks[k])[1] for k in ("eye_right", "eye_left")])))
+        out.append(_crop(INPUT_KIND_CASES[8], data, affine, brain, face, eyes, landmarks, 1, 0, y + 1))
+    if want(INPUT_KIND_CASES[9]):
+        # another tool's plane cut (quickshear's kind), 40° from the coronal plane, through a
+        # point 5 mm behind the brain's front at the orbital roofs: whatever face is left goes
+        world = np.tensordot(affine[:3, :3], np.indices(data.shape, dtype=np.float32), axes=1)
+        world += affine[:3, 3, None, None, None]
+        pitch = np.deg2rad(40.0)
+        normal = np.array([0.0, np.cos(pitch), -np.sin(pitch)])
+        point = np.array([0.0, y_front - 5.0, z_orb])
+        cut = (np.tensordot(normal, world - point[:, None, None, None], axes=1) > 0) & ~brain
+        out.append(EvalCase(INPUT_KIND_CASES[9], _image(np.where(cut, 0, data), affine), brain, face & ~cut,
+                            landmarks, eyes={k: v & ~cut for k, v in eyes.items()}, partial=True))
+    if want(INPUT_KIND_CASES[10]):
+        # four posts and a ring around the head with bright fiducial rods, none touching it,
+        # in a field of view widened by 30 mm on each side to hold them
+        pad = [(int(np.ceil(30.0 / z)),) * 2 if a < 2 else (0, 0) for a, z in enumerate(zooms)]
+        aff = affine.copy()
+        aff[:3, 3] = affine[:3, 3] - affine[:3, :3] @ np.array([p[0] for p in pad], float)
+        d = np.pad(data, pad)
+        head = head_mask(d, zooms)
+        frame = _frame(np.random.default_rng(10), d.shape, ndimage.binary_dilation(head, iterations=3)) > 0
+        d[frame] = float(np.percentile(d[head], 99.5)) * 1.2
+        out.append(EvalCase(INPUT_KIND_CASES[10], _image(d, aff), np.pad(brain, pad), np.pad(face, pad), landmarks,
+                            eyes={k: np.pad(v, pad) for k, v in eyes.items()}))
     return out
