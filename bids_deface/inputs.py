@@ -15,6 +15,10 @@ intensities and the model's brain only as a reference position:
   brain-only crop): under ``FACE_TISSUE_ML`` of tissue farther than ``FACE_REACH_MM``
   from the predicted brain. A real face (eyes, lids, nose) lies 20–60 mm in front of the
   brain; a skull-stripped image keeps at most a few millimetres of what surrounded it;
+* ``not_head`` — otherwise a head, but most of its tissue (``UNIFORM_SHARE`` or more)
+  lies within ``UNIFORM_BAND`` of one intensity: a phantom's fluid (a head's many tissues
+  spread its intensities, a skull-stripped brain's less so; the network may take a
+  phantom's cylinder for a brain and a face);
 * ``head`` — anything else: defaced as usual.
 
 Arrays are in RAS axis order with voxel sizes ``zooms`` (mm).
@@ -29,8 +33,9 @@ import numpy as np
 
 from .anatomy import block_factors, block_reduce, distance_mm, head_mask, largest_component
 
-__all__ = ["InputKind", "judge_input", "neighbour_correlation", "KIND_FLAGS",
-           "MIN_BRAIN_ML", "MIN_LEVELS", "FACE_TISSUE_ML", "FACE_REACH_MM", "NOISE_CORRELATION"]
+__all__ = ["InputKind", "judge_input", "neighbour_correlation", "uniform_share", "KIND_FLAGS",
+           "MIN_BRAIN_ML", "MIN_LEVELS", "FACE_TISSUE_ML", "FACE_REACH_MM", "NOISE_CORRELATION",
+           "UNIFORM_SHARE", "UNIFORM_BAND"]
 
 #: Brain volume below which the model is taken to have found no brain (mL).
 MIN_BRAIN_ML = 40.0
@@ -42,6 +47,12 @@ FACE_REACH_MM = 15.0
 MIN_LEVELS = 16
 #: Neighbour correlation below which an image is taken for noise.
 NOISE_CORRELATION = 0.3
+#: An image at least this share of whose tissue lies within ``UNIFORM_BAND`` (a fraction)
+#: of the tissue's median intensity is a phantom. Set on the tuning heads' evaluation
+#: cases, every contrast and size (at most 0.35, in PD) against cylinder phantoms
+#: (0.46–0.88 for four of five): ``docs/experiments/not-a-head.md``.
+UNIFORM_SHARE = 0.45
+UNIFORM_BAND = 0.10
 #: The flag each kind writes into the sidecar and the report (``head`` has none).
 KIND_FLAGS = {"empty": "empty_image", "noise": "noise_image", "not_head": "not_a_head",
               "no_face": "no_face_in_image"}
@@ -61,6 +72,8 @@ class InputKind:
     correlation: float
     tissue_ml: float = 0.0
     """All the image's tissue (the head mask, :func:`bids_deface.anatomy.head_mask`, in mL)."""
+    uniform: float = 0.0
+    """Share of the tissue within ``UNIFORM_BAND`` of its median intensity (:func:`uniform_share`)."""
 
     @property
     def removable(self) -> bool:
@@ -102,6 +115,24 @@ def neighbour_correlation(data: np.ndarray, zooms: Sequence[float]) -> float:
     return float(((x - x.mean()) * (y - y.mean())).mean() / (sx * sy))
 
 
+def uniform_share(data: np.ndarray, tissue: np.ndarray, band: float = UNIFORM_BAND) -> float:
+    """Share of the ``tissue`` voxels of ``data`` within ``band`` (a fraction) of their
+    median intensity: most of a phantom, a fifth to a third of a head.
+
+    >>> rng = np.random.default_rng(0)
+    >>> fluid = 600 + 10 * rng.standard_normal((20, 20, 20))
+    >>> head = rng.choice([100.0, 400.0, 700.0, 900.0], (20, 20, 20))
+    >>> tissue = np.ones((20, 20, 20), bool)
+    >>> uniform_share(fluid, tissue) > 0.9, uniform_share(head, tissue) < 0.35
+    (True, True)
+    """
+    values = np.asarray(data, np.float32)[np.asarray(tissue, bool)]
+    if values.size == 0:
+        return 0.0
+    median = float(np.median(values))
+    return float(np.mean(np.abs(values - median) <= band * abs(median)))
+
+
 def judge_input(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
                 face: np.ndarray | None = None, largest: bool = False) -> InputKind:
     """The kind of the image ``data`` (RAS, float) with the model's ``brain`` (and ``face``,
@@ -125,17 +156,21 @@ def judge_input(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
     brain_ml = float(np.count_nonzero(brain)) * voxel_ml
     if corr < NOISE_CORRELATION:
         return InputKind("noise", 0.0, brain_ml, corr)
-    face_ml = float(np.count_nonzero(face)) * voxel_ml if face is not None else 0.0
-    if brain_ml < MIN_BRAIN_ML:
-        kind = "not_head" if face_ml < FACE_TISSUE_ML else "head"
-        return InputKind(kind, 0.0, brain_ml, corr)
     f = block_factors(zooms, _WORK_MM)
     czooms = zooms * f
     cdata = block_reduce(data, f)
-    cbrain = block_reduce(brain, f, np.any)
     tissue = head_mask(cdata, czooms)
-    far = distance_mm(cbrain, czooms) > FACE_REACH_MM
     cml = float(np.prod(czooms)) / 1000.0
+    tissue_ml = float(np.count_nonzero(tissue)) * cml
+    uniform = uniform_share(cdata, tissue)
+    face_ml = float(np.count_nonzero(face)) * voxel_ml if face is not None else 0.0
+    if brain_ml < MIN_BRAIN_ML:
+        kind = "not_head" if face_ml < FACE_TISSUE_ML else "head"
+        return InputKind(kind, 0.0, brain_ml, corr, tissue_ml, uniform)
+    cbrain = block_reduce(brain, f, np.any)
+    far = distance_mm(cbrain, czooms) > FACE_REACH_MM
     face_tissue_ml = float(np.count_nonzero(tissue & far)) * cml
     kind = "head" if face_tissue_ml >= FACE_TISSUE_ML else "no_face"
-    return InputKind(kind, face_tissue_ml, brain_ml, corr, float(np.count_nonzero(tissue)) * cml)
+    if kind == "head" and uniform >= UNIFORM_SHARE:
+        kind = "not_head"  # a phantom: one fluid fills most of it
+    return InputKind(kind, face_tissue_ml, brain_ml, corr, tissue_ml, uniform)

@@ -103,3 +103,26 @@ def test_model_removes_no_brain_from_a_skull_stripped_real_head(shipped_model, s
     pred = shipped_model.predict(stripped)
     assert not (pred.face & brain).any(), f"{int((pred.face & brain).sum())} brain voxels removed"
     assert not pred.face.any() and pred.notes == ("no_face_in_image",)
+
+
+def test_a_phantom_is_not_a_head_even_where_a_brain_and_a_face_are_seen(s1_2mm: nib.Nifti1Image) -> None:
+    """A cylinder of fluid with inserts (the evaluation's phantom) in which a network sees a
+    brain and a face: not a head, as the uniformity of its tissue says; a real head with the
+    same masks stays a head."""
+    from bids_deface.evaluation.cases import not_head_cases
+    from bids_deface.inputs import UNIFORM_SHARE
+    from bids_deface.masking import to_ras
+
+    (phantom,) = [c for c in not_head_cases() if c.name == "phantom"]
+    _, data, zooms = to_ras(phantom.image)
+    brain = np.zeros(data.shape, bool)
+    brain[40:120, 40:120, 30:90] = True
+    face = np.zeros(data.shape, bool)
+    face[40:120, 125:140, 30:60] = True
+    kind = judge_input(data, zooms, brain, face=face)
+    assert kind.kind == "not_head" and kind.flag == "not_a_head" and kind.uniform >= UNIFORM_SHARE
+    _, head, hz = to_ras(s1_2mm)
+    hb = np.zeros(head.shape, bool)
+    hb[25:65, 35:85, 35:75] = True
+    real = judge_input(head, hz, hb)
+    assert real.kind == "head" and real.uniform < UNIFORM_SHARE - 0.1
