@@ -224,7 +224,7 @@ def image_head_scale(img: nib.Nifti1Image, brain: np.ndarray) -> float | None:
 
 
 def upsample_labels(logits: torch.Tensor, shape: list[int],
-                    spacing: list[float]) -> tuple[np.ndarray, np.ndarray]:
+                    spacing: list[float], guard_margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Labels on a grid of ``shape`` (voxel size ``spacing``) from ``logits`` (classes
     first, on the model's grid over the same box), and the brain the guard keeps its
     distance from.
@@ -235,7 +235,9 @@ def upsample_labels(logits: torch.Tensor, shape: list[int],
     slices it is drawn finer, at the centres of the sub-slices of
     :func:`bids_deface.deface.slab_splits` (``shape`` times those splits), so that the
     guard knows where within its slab the network puts the brain
-    (:func:`bids_deface.deface.guard_distance_mm`).
+    (:func:`bids_deface.deface.guard_distance_mm`). With ``guard_margin`` > 0 the guard's
+    brain also holds the voxels where the brain's logit falls short of the winner's by
+    less than ``guard_margin`` (three classes only).
 
     Examples
     --------
@@ -251,6 +253,13 @@ def upsample_labels(logits: torch.Tensor, shape: list[int],
     >>> seg, brain = upsample_labels(logits, [2, 1, 1], [3.0, 1.0, 1.0])
     >>> seg.ravel().tolist(), brain.ravel().astype(int).tolist()
     ([2, 0], [1, 1, 1, 1, 0, 0])
+
+    The guard's brain at a margin of 1: also where the brain's logit trails by up to 1.
+
+    >>> logits = torch.zeros(3, 4, 1, 1); logits[0] = 1.0; logits[2] = torch.tensor([2.0, 1.0, 0.5, -0.5])[:, None, None]
+    >>> seg, brain = upsample_labels(logits, [4, 1, 1], [1.0, 1.0, 1.0], guard_margin=1.0)
+    >>> seg.ravel().tolist(), brain.ravel().astype(int).tolist()
+    ([2, 0, 0, 0], [1, 1, 1, 0])
     """
     splits = slab_splits(spacing)
     with torch.inference_mode():
@@ -262,11 +271,17 @@ def upsample_labels(logits: torch.Tensor, shape: list[int],
         up = torch.nn.functional.interpolate(logits[None], size=shape, mode="trilinear",
                                              align_corners=False)[0]
         seg = _winning_labels(up, diff)
+
+        def guard(values: torch.Tensor, labels: np.ndarray | None = None) -> np.ndarray:
+            if guard_margin > 0 and diff:
+                return (values[1] - torch.clamp(values[0], min=0.0) > -guard_margin).numpy()
+            return (labels if labels is not None else _winning_labels(values, diff)) == LABELS["brain"]
+
         if all(k == 1 for k in splits):
-            return seg, seg == LABELS["brain"]
+            return seg, guard(up, seg)
         brain = np.zeros([n * k for n, k in zip(shape, splits)], bool)
         for offset, sub in sub_slice_logits(logits, shape, splits):
-            brain[tuple(slice(o, None, k) for o, k in zip(offset, splits))] = _winning_labels(sub, diff) == LABELS["brain"]
+            brain[tuple(slice(o, None, k) for o, k in zip(offset, splits))] = guard(sub)
     return seg, brain
 
 
@@ -318,6 +333,9 @@ class FaceModel:
         CPU threads for the network and torch; ``None`` leaves torch's setting.
     checkpoint : str
         Checkpoint file name in the folder's ``fold_*/``.
+    guard_margin : float
+        The brain guard keeps its distance from the voxels whose brain logit comes within
+        this much of the winning label's (:func:`upsample_labels`); 0: the brain label.
 
     The network runs in :class:`bids_deface.engine.Network` (ONNX Runtime on the CPU when
     the folder holds its checkpoint's ONNX export, PyTorch otherwise).
@@ -329,6 +347,7 @@ class FaceModel:
         device: str = "auto",
         threads: int | None = None,
         checkpoint: str = "checkpoint_final.pth",
+        guard_margin: float = 0.0,
     ) -> None:
         from .engine import Network
 
@@ -336,6 +355,7 @@ class FaceModel:
         if not (self.model_dir / "plans.json").is_file():
             raise FileNotFoundError(f"{self.model_dir} is not an nnU-Net v2 model folder (no plans.json)")
         self.device = resolve_device(device)
+        self.guard_margin = float(guard_margin)
         if threads:
             torch.set_num_threads(int(threads))
         set_threads(threads or torch.get_num_threads())
@@ -368,7 +388,7 @@ class FaceModel:
         if clock is not None:
             clock.lap("network")
         shape = [b.stop - b.start for b in logits.box]
-        seg, brain = upsample_labels(logits.values, shape, spacing)
+        seg, brain = upsample_labels(logits.values, shape, spacing, self.guard_margin)
         out = []
         for part in (seg, brain):
             # the guard's brain may split the voxels into sub-slices (``upsample_labels``)
@@ -525,11 +545,11 @@ class FaceModel:
         face = frame.back(inner.face)
         brain = frame.back(inner.brain)
         face_predicted = frame.back(inner.face_predicted)
-        # the upright pass's brain alone: the first pass's is the one an upright head's own
+        # the upright pass's guard brain alone: the first pass's is the one an upright head's own
         # path replaces too (drawn tilted, and for a small head on the plan's coarse voxels,
         # where it reaches into the orbits)
         splits = [g // n for g, n in zip(guard_brain.shape, ras.shape)]
-        guard_brain = frame.back(inner.brain, splits)
+        guard_brain = frame.back(inner.guard_brain, splits)
         margin = min(inner.guard_mm.values()) if inner.guard_mm else float(options.get("guard_mm", 4.0))
         guarded = brain_guard_parts([(face, margin)], guard_brain, zooms)
         clock.lap("upright")
