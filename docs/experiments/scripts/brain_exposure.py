@@ -67,7 +67,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--heads", nargs="+", default=["ds000031", "slicer_mrhead", "colin27", "pydeface_template",
                                                    "volpack"])
-    p.add_argument("--phantoms", type=int, default=24, help="synthetic not-head draws per head")
+    p.add_argument("--phantoms", type=int, default=24, help="synthetic not-head draws")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -76,8 +76,9 @@ def main() -> None:
     for head in args.heads:
         for case in head_cases(Path(f"cache/sources/{head}.nii.gz"), head, CASE_NAMES + INPUT_KIND_CASES):
             rows.append(_row(model, case.name, head, case.image, case.expect))
+        # the not-head draws come out the same from any head's label maps: drawn once
         src = load_source(Path("cache/labels"), head)
-        for seed in range(args.phantoms):
+        for seed in range(args.phantoms if head == args.heads[0] else 0):
             im, _, _ = synthesise(src, np.random.default_rng([11, seed]), kind="not_head")
             data = np.asanyarray(im.dataobj)
             if np.ptp(data) == 0 or np.unique(data[::4, ::4, ::4]).size < 16:
