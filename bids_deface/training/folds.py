@@ -9,7 +9,8 @@ Usage::
 
     python -m bids_deface.training.folds A --stage synth     # then plan, fit, export
 
-A fold's training state is kept in ``runs/fold-<NAME>/`` (:func:`bids_deface.training.train.stash`:
+On a fresh clone it fetches the source heads and makes their label maps first. A fold's
+training state is kept in ``runs/fold-<NAME>/`` (:func:`bids_deface.training.train.stash`:
 every 30 minutes and at the end), a folder that is committed, so that a run longer than one
 machine's life goes on from there on the next one: ``synth`` remakes the same cases (seeded),
 ``plan`` preprocesses them with the stashed plan, and ``fit`` resumes from the stashed epoch.
@@ -84,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return 0 if stash(work, kept) else 1
     raw = work / "nnunet_raw" / "Dataset801_FaceEars"
+    if args.stage in ("synth", "all") and not (raw / "dataset.json").is_file():
+        # a fresh clone: the source heads and their label maps first (each skipped when there)
+        missing = [h for h in fold.train if not Path(f"cache/sources/{h}.nii.gz").is_file()]
+        if missing:
+            _run(["bids_deface.training.fetch"])
+        missing = [h for h in fold.train if not Path(f"cache/labels/{h}_target.nii.gz").is_file()]
+        if missing:
+            _run(["bids_deface.training.labels", "--heads", *missing])
     stages = ["synth", "plan", "fit", "export"] if args.stage == "all" else [args.stage]
     if "synth" in stages and not (raw / "dataset.json").is_file():
         _run(["bids_deface.training.synth", "--heads", *fold.train, "--cases", str(fold.cases),
