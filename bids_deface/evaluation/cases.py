@@ -105,11 +105,11 @@ def axial_slabs(img: nib.Nifti1Image, brain: np.ndarray,
 
 
 def _thick_masks(brain: np.ndarray, face: np.ndarray, affine: np.ndarray,
-                 factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Brain and reference face on thick axial slices: a slab is brain when any of its
-    slices is, face when most are; and the slabs' affine."""
-    b, aff = thick_slices(brain, affine, factor, reducer=np.any)
-    f, _ = thick_slices(face.astype(np.float32), affine, factor)
+                 factor: int, axis: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Brain and reference face on thick slices along ``axis`` (axial by default): a slab
+    is brain when any of its slices is, face when most are; and the slabs' affine."""
+    b, aff = thick_slices(brain, affine, factor, axis, reducer=np.any)
+    f, _ = thick_slices(face.astype(np.float32), affine, factor, axis)
     return b, f > 0.5, aff
 
 
@@ -382,13 +382,12 @@ def _more_input_kind_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarr
         if not want(name):
             continue
         k = max(2, int(round(5.0 / float(zooms[axis]))))
-        d, aff = thick_slices(data, affine, k, axis)
-        b, _ = thick_slices(brain, affine, k, axis, reducer=np.any)
-        f, _ = thick_slices(face.astype(np.float32), affine, k, axis)
+        d, _ = thick_slices(data, affine, k, axis)
+        b, f, aff = _thick_masks(brain, face, affine, k, axis)
         n = b.shape[axis] * k
         slices = brain[tuple(slice(0, n) if a == axis else slice(None) for a in range(3))]
         e = {key: thick_slices(v.astype(np.float32), affine, k, axis)[0] > 0.5 for key, v in eyes.items()}
-        out.append(EvalCase(name, _image(d, aff), b, f > 0.5, landmarks, brain_slices=slices, eyes=e))
+        out.append(EvalCase(name, _image(d, aff), b, f, landmarks, brain_slices=slices, eyes=e))
     if want(INPUT_KIND_CASES[7]) and {"ear_right", "ear_left"} <= set(landmarks):
         # the image's sides run through the middle of each pinna
         xs = sorted(int(round(vox(landmarks[k])[0])) for k in ("ear_right", "ear_left"))

@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ..engine import export_onnx
-from .train import CONFIG, DATASET_NAME, MIRROR_AXES, PLANS, result_dir
+from .train import CONFIG, DATASET_NAME, MIRROR_AXES, PLANS, cast_floats, result_dir
 
 __all__ = ["export_model", "main"]
 
@@ -43,16 +42,8 @@ def export_model(result_dir: Path, out_root: Path, checkpoint: str = "checkpoint
     if not src.exists():
         src = result_dir / "fold_all" / "checkpoint_latest.pth"
     ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    # the decoder's state holds the encoder's tensors again: convert each storage once so
-    # that the shared tensors stay shared in the saved file
-    converted: dict[tuple[int, int], torch.Tensor] = {}
-    weights = {}
-    for key, value in ckpt["network_weights"].items():
-        if torch.is_floating_point(value):
-            ident = (value.untyped_storage().data_ptr(), value.storage_offset())
-            weights[key] = converted.setdefault(ident, value.half())
-        else:
-            weights[key] = value
+    # the decoder's state holds the encoder's tensors again: each storage converted once
+    weights = cast_floats(ckpt["network_weights"], torch.float16)
     slim = {
         "network_weights": weights,
         "trainer_name": TRAINER,

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 __all__ = ["DATASET_ID", "DATASET_NAME", "set_nnunet_paths", "plan", "fit", "result_dir", "stash", "unstash",
+           "cast_floats",
            "main"]
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def result_dir(work: Path) -> Path:
     return Path(work) / "nnunet_results" / DATASET_NAME / f"{TRAINER}__{PLANS}__{CONFIG}"
 
 
-def _cast_floats(obj, dtype, _done: dict | None = None):  # type: ignore[no-untyped-def]
+def cast_floats(obj, dtype, _done: dict | None = None):  # type: ignore[no-untyped-def]
     """``obj`` (nested dicts, lists and tensors) with every floating tensor of another
     floating dtype cast to ``dtype``; tensors that shared memory (the decoder's state
     holds the encoder's tensors again) share it still, so each is saved once."""
@@ -80,9 +81,9 @@ def _cast_floats(obj, dtype, _done: dict | None = None):  # type: ignore[no-unty
             done[key] = obj.to(dtype)
         return done[key]
     if isinstance(obj, dict):
-        return {k: _cast_floats(v, dtype, done) for k, v in obj.items()}
+        return {k: cast_floats(v, dtype, done) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_cast_floats(v, dtype, done) for v in obj)
+        return type(obj)(cast_floats(v, dtype, done) for v in obj)
     return obj
 
 
@@ -110,7 +111,7 @@ def stash(work: Path, dest: Path) -> int:
         "pseudo_dice_last": dice[0] if dice else None,
         "stashed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    for name, write in ((STASH_CHECKPOINT, lambda p: torch.save(_cast_floats(ckpt, torch.float16), p)),
+    for name, write in ((STASH_CHECKPOINT, lambda p: torch.save(cast_floats(ckpt, torch.float16), p)),
                         (STASH_PLANS, lambda p: p.write_text((result_dir(work) / "plans.json").read_text())),
                         (STASH_PROGRESS, lambda p: p.write_text(json.dumps(progress, indent=1) + "\n"))):
         tmp = dest / f".{name}.tmp"
@@ -130,7 +131,7 @@ def unstash(work: Path, src: Path) -> int:
     if not (Path(src) / STASH_CHECKPOINT).is_file() or any(
             (folder / n).is_file() for n in ("checkpoint_final.pth", "checkpoint_latest.pth")):
         return 0
-    ckpt = _cast_floats(torch.load(Path(src) / STASH_CHECKPOINT, map_location="cpu", weights_only=False),
+    ckpt = cast_floats(torch.load(Path(src) / STASH_CHECKPOINT, map_location="cpu", weights_only=False),
                         torch.float32)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, folder / ".checkpoint_latest.pth.tmp")
