@@ -23,7 +23,7 @@ import torch
 from .anatomy import block_factors, block_reduce, set_threads, drop_behind_ears, ear_zone, head_mask, largest_component
 from .deface import brain_guard_parts, clean_face_mask, slab_splits
 from .inputs import InputKind, judge_input
-from .pose import HeadPose, UprightFrame, head_pose
+from .pose import HeadPose, UprightFrame, face_in_front_ml, head_pose
 
 __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "to_ras",
            "head_scale", "image_head_scale", "shown_scale", "LABELS"]
@@ -118,6 +118,9 @@ class MaskPrediction:
     """The head's pose from the first pass's brain (:func:`bids_deface.pose.head_pose`)."""
     upright: bool = False
     """Whether the masks were made in the head's upright frame (a tilted head)."""
+    face_in_front_ml: float = 0.0
+    """In the upright frame: the network's face in front of the brain
+    (:func:`bids_deface.pose.face_in_front_ml`)."""
 
     def label_map(self) -> np.ndarray:
         """The network's labels on the image's grid: 0 keep, 1 face (as predicted), 2 brain."""
@@ -475,8 +478,28 @@ class FaceModel:
                 face_predicted=_from_ras(seg == LABELS["face"], ornt))
         scale = head_scale(brain, zooms, largest=True)
         # (a brain cut by the field of view, whose size is unknown, has no pitch either)
-        pose = head_pose(brain, zooms, pitch=scale is not None)
+        pose = head_pose(brain, zooms, pitch=scale is not None, turns=upright)
         clock.lap("pose")
+        if upright and pose is not None and pose.turned:
+            # on its side with a supine header: the face may look either way along the
+            # mirror plane; the way the network finds more face in front of the brain is
+            # kept, if it finds more than in the image's own axes
+            best, front = None, face_in_front_ml(seg == LABELS["face"], brain, zooms)
+            here = front
+            for reverse in (False, True):
+                way = head_pose(brain, zooms, pitch=scale is not None, reverse=reverse)
+                turned = self._predict_upright(ras, zooms, ornt, way, guard_brain, kind, clock,  # type: ignore[arg-type]
+                                               guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears)
+                logger.info("head turned by %.0f°: the network finds %.0f mL of face in front of the brain "
+                            "(%.0f mL as it lies)", way.yaw, turned.face_in_front_ml, here)  # type: ignore[union-attr]
+                if turned.face_in_front_ml > front:
+                    best, front = turned, turned.face_in_front_ml
+            if best is not None:
+                return best
+            logger.info("the head's mirror plane is turned by %.0f° but the network finds no more face in front "
+                        "of the brain either way: masked as it lies", pose.yaw)
+            pose = head_pose(brain, zooms, pitch=scale is not None, turns=False)
+            clock.lap("pose")
         if upright and pose is not None and pose.tilted:
             return self._predict_upright(ras, zooms, ornt, pose, guard_brain, kind, clock,
                                          guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears)
@@ -534,6 +557,9 @@ class FaceModel:
         voxel) and guarded once more, by the smallest of the guards used upright, from
         the upright pass's brain brought back to the image's grid (on thick slices, to its
         sub-slices).
+
+        The result records the network's face in front of the brain in the upright frame
+        (:func:`bids_deface.pose.face_in_front_ml`).
         """
         frame = UprightFrame.of(pose, ras.shape, zooms)
         data = frame.upright(ras)
@@ -542,6 +568,7 @@ class FaceModel:
         inner = self.predict(nib.Nifti1Image(data, affine), upright=False, **options)  # type: ignore[arg-type]
         del data
         clock.add(inner.timings)
+        front = face_in_front_ml(inner.face_predicted, inner.brain, (frame.spacing,) * 3)
         face = frame.back(inner.face)
         brain = frame.back(inner.brain)
         face_predicted = frame.back(inner.face_predicted)
@@ -568,6 +595,7 @@ class FaceModel:
             face_predicted=_from_ras(face_predicted, ornt),
             pose=pose,
             upright=True,
+            face_in_front_ml=front,
         )
         clock.lap("conform")
         return dataclasses.replace(result, seconds=clock.total, timings=clock.laps)

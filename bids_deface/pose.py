@@ -9,9 +9,18 @@ pitched or rolled by 30° is therefore masked in a frame in which it sits uprigh
 The pose comes from the predicted brain, on voxels of about 4 mm:
 
 * **roll and yaw** from the brain's mirror symmetry: the plane through the brain's centroid
-  whose reflection of the brain overlaps the brain most is the mid-sagittal plane;
+  whose reflection of the brain overlaps the brain most is the mid-sagittal plane. Yaw is
+  searched over a whole half turn: a head lying on its side in an image whose header says
+  it lies supine is turned by 90° about the superior axis;
 * **pitch** from the brain's principal axis in that plane (antero-posterior), relative to
   its mean direction in upright training heads (:data:`PITCH_REFERENCE_DEG`).
+
+The mirror plane does not tell which way the face looks. A head whose plane is turned by
+more than ``SEARCH_DEG`` (on its side) is beyond what the network saw: the masking tries
+both ways (``reverse``) and keeps the one in which the network finds more face in front of
+the brain, if more than in the image's own axes (:meth:`bids_deface.masking.FaceModel.predict`).
+A prone head with a supine header (turned by 180°) has its plane where an upright head has
+it, and is masked as it lies (``docs/experiments/turned-heads.md``).
 
 Arrays are in RAS axis order (``[x, y, z]``), positions in mm from the array's first
 voxel (``index * zooms``), as in :mod:`bids_deface.anatomy`.
@@ -27,8 +36,8 @@ from scipy import ndimage
 
 from .anatomy import block_factors, block_reduce
 
-__all__ = ["HeadPose", "head_pose", "UprightFrame", "PITCH_REFERENCE_DEG", "TILT_LIMIT_DEG",
-           "rotation_x", "rotation_y", "rotation_z"]
+__all__ = ["HeadPose", "head_pose", "face_in_front_ml", "UprightFrame", "PITCH_REFERENCE_DEG",
+           "TILT_LIMIT_DEG", "rotation_x", "rotation_y", "rotation_z"]
 
 #: Direction of the brain's principal axis in the mid-sagittal plane of an upright head
 #: (degrees above the anterior direction), the mean over the training heads' own images
@@ -85,6 +94,12 @@ class HeadPose:
         return float(max(abs(self.pitch or 0.0), abs(self.roll), abs(self.yaw)))
 
     @property
+    def turned(self) -> bool:
+        """Whether the head's mirror plane is yawed by more than ``SEARCH_DEG`` (a head on
+        its side with the header of a supine head): beyond the network's training poses."""
+        return abs(self.yaw) > SEARCH_DEG
+
+    @property
     def tilted(self) -> bool:
         """Whether the head is masked in its upright frame (tilt above ``TILT_LIMIT_DEG``)."""
         return self.tilt > TILT_LIMIT_DEG
@@ -139,15 +154,18 @@ def _symmetry(coarse: np.ndarray, czooms: np.ndarray, origin: np.ndarray, pts: n
     return float(r[best]), float(w[best]), float(score[best])
 
 
-def head_pose(brain: np.ndarray, zooms: Sequence[float], pitch: bool = True) -> HeadPose | None:
+def head_pose(brain: np.ndarray, zooms: Sequence[float], pitch: bool = True, turns: bool = True,
+              reverse: bool = False) -> HeadPose | None:
     """The pose of the head whose brain is ``brain`` (RAS axis order, voxel sizes ``zooms``);
     None when there is too little brain to tell (under 20 mL). ``pitch=False`` leaves the
     pitch unmeasured (and the head unpitched in its upright frame): for a brain cut by the
     field of view, whose principal axis is not the whole brain's (a slab from the orbits up
     of an upright training head measures 14° off).
 
-    Roll and yaw are searched within ±``SEARCH_DEG`` on a 5° grid and refined to 1°; pitch
-    is the principal axis's direction in the mid-sagittal plane less
+    Roll is searched within ±``SEARCH_DEG`` and yaw over a half turn (within ±``SEARCH_DEG``
+    with ``turns=False``) on a 5° grid and refined to 1°; the face is taken to look along the
+    plane's side nearer anterior, or with ``reverse`` along the other (180° more yaw, the
+    roll reversed). Pitch is the principal axis's direction in the mid-sagittal plane less
     :data:`PITCH_REFERENCE_DEG`.
 
     Examples
@@ -170,21 +188,51 @@ def head_pose(brain: np.ndarray, zooms: Sequence[float], pitch: bool = True) -> 
         return None
     centre = pts.mean(0)
     grid = np.arange(-SEARCH_DEG, SEARCH_DEG + 0.1, 5.0)
-    roll, yaw, _ = _symmetry(coarse, czooms, origin, pts, centre, grid, grid)
+    yaws = np.arange(-90.0, 90.0, 5.0) if turns else grid
+    roll, yaw, _ = _symmetry(coarse, czooms, origin, pts, centre, grid, yaws)
     fine = np.arange(-4.0, 4.1, 1.0)
     roll, yaw, score = _symmetry(coarse, czooms, origin, pts, centre, roll + fine, yaw + fine)
+    if reverse:
+        # the same plane, the face looking the other way
+        roll, yaw = -roll, float((yaw + 360.0) % 360.0 - 180.0)
     # undo roll and yaw: the mid-sagittal plane's normal onto x
     level = rotation_y(roll).T @ rotation_z(yaw).T
-    q = (pts - centre) @ level.T
-    cov = np.cov(q[:, 1:].T)
-    w, v = np.linalg.eigh(cov)
-    major = v[:, int(np.argmax(w))]
-    if major[0] < 0:
-        major = -major
-    angle = float(np.degrees(np.arctan2(major[1], major[0])))
+    angle = _principal_angle((pts - centre) @ level.T)
     measured = float(np.clip(angle - PITCH_REFERENCE_DEG, -SEARCH_DEG, SEARCH_DEG)) if pitch else None
     rotation = rotation_x(measured or 0.0).T @ level
     return HeadPose(measured, roll, yaw, centre, rotation, score)
+
+
+def _principal_angle(q: np.ndarray) -> float:
+    """Direction (degrees above +y) of the principal axis of points ``q`` (N×3) in the
+    y-z plane, taken pointing towards +y."""
+    w, v = np.linalg.eigh(np.cov(q[:, 1:].T))
+    major = v[:, int(np.argmax(w))]
+    if major[0] < 0:
+        major = -major
+    return float(np.degrees(np.arctan2(major[1], major[0])))
+
+
+def face_in_front_ml(face: np.ndarray, brain: np.ndarray, zooms: Sequence[float]) -> float:
+    """The network's face (mL) where an upright face lies: in front of a plane 25 mm behind
+    the brain's front (its 97th percentile along y) and below 10 mm above the brain's
+    centre (RAS axis order). On the five tuning heads, the network finds 1.4 to 56 times
+    more of it with the head upright than turned by a quarter or a half turn.
+
+    >>> face = np.zeros((10, 40, 20), bool); face[:, 35:, :5] = True
+    >>> brain = np.zeros((10, 40, 20), bool); brain[:, 5:35, 5:] = True
+    >>> face_in_front_ml(face, brain, (10.0, 1.0, 1.0)), face_in_front_ml(face[:, ::-1], brain[:, ::-1], (10.0, 1.0, 1.0))
+    (2.5, 0.0)
+    """
+    zooms = np.asarray(zooms, float)
+    if not brain.any() or not face.any():
+        return 0.0
+    b = np.argwhere(brain)
+    front_y = float(np.percentile(b[:, 1], 97)) - 25.0 / zooms[1]
+    top_z = float(b[:, 2].mean()) + 10.0 / zooms[2]
+    f = np.argwhere(face)
+    inside = (f[:, 1] > front_y) & (f[:, 2] < top_z)
+    return float(np.count_nonzero(inside)) * float(np.prod(zooms)) / 1000.0
 
 
 @dataclass(frozen=True)

@@ -99,3 +99,43 @@ def test_phantom_is_a_cylinder_with_inserts() -> None:
     inside = data > 300
     assert 0.15 < inside.mean() < 0.5
     assert len(np.unique(np.round(data[inside], -2))) > 5  # inserts of several intensities
+
+
+def test_fine_clinical_grid_with_thick_slices(s1_2mm: nib.Nifti1Image, s1_cases: dict) -> None:
+    from bids_deface.evaluation.cases import CLINICAL_IN_PLANE_MM
+
+    case = s1_cases["cases"][NEW[6]]
+    src = s1_cases["ras"]
+    zooms, szooms = case.image.header.get_zooms()[:3], src.header.get_zooms()[:3]
+    assert all(abs(z - CLINICAL_IN_PLANE_MM) < 0.03 for z in zooms[:2])
+    assert zooms[2] == pytest.approx(2 * szooms[2])  # two of the source's 2 mm slices
+    # the same field of view: the first and last voxels' outer edges where the source's are
+    edge = lambda img, corner: (img.affine @ np.r_[np.asarray(corner, float), 1.0])[:3]  # noqa: E731
+    lo = edge(case.image, [-0.5, -0.5, -0.5])
+    assert np.allclose(lo, edge(src, [-0.5, -0.5, -0.5]), atol=0.01)
+    # the brain keeps its volume, and the landmarks their tissue
+    ml = lambda m, z: m.sum() * float(np.prod(z)) / 1000  # noqa: E731
+    assert ml(case.brain, zooms) == pytest.approx(ml(s1_cases["brain"], szooms), rel=0.1)
+    data, sdata = case.image.get_fdata(dtype=np.float32), src.get_fdata(dtype=np.float32)
+    for key in ("eye_right", "nose"):
+        v = tuple(np.round(_vox(case.image, case.landmarks[key])).astype(int))
+        w = tuple(np.round(_vox(src, case.landmarks[key])).astype(int))
+        assert abs(data[v] - sdata[w]) < 0.35 * sdata[w] + 1, key
+
+
+@pytest.mark.parametrize("index, turns", [(7, 1), (8, 2)])
+def test_heads_turned_under_a_supine_header(s1_cases: dict, index: int, turns: int) -> None:
+    """On its side (the face to the image's left) or prone (the face towards posterior):
+    the header keeps the scanner's axes, the brain and every landmark move with the voxels."""
+    case = s1_cases["cases"][NEW[index]]
+    src, brain = s1_cases["ras"], s1_cases["brain"]
+    assert np.allclose(np.sign(np.diag(case.image.affine)[:3]), np.sign(np.diag(src.affine)[:3]))
+    assert case.brain.sum() == brain.sum() and not case.partial
+    data, sdata = case.image.get_fdata(dtype=np.float32), src.get_fdata(dtype=np.float32)
+    for key, point in case.landmarks.items():
+        v = tuple(np.round(_vox(case.image, point)).astype(int))
+        w = tuple(np.round(_vox(src, load_landmarks("pycortex_s1")[key])).astype(int))
+        assert data[v] == sdata[w], key
+    world = case.image.affine[:3, :3] @ np.argwhere(case.brain).mean(0) + case.image.affine[:3, 3]
+    nose = np.asarray(case.landmarks["nose"]) - world
+    assert nose[0] < -50 if turns == 1 else nose[1] < -50

@@ -208,6 +208,17 @@ def test_small_head_is_seen_at_a_finer_spacing(model: FaceModel, s1_2mm: nib.Nif
     assert pred.guard_mm == pytest.approx({"face": 4.0 * ratio, "ears": 2.0 + 2.0 * ratio})
 
 
+class _Keep:
+    """The model with its upright frame on or off, keeping its last prediction."""
+
+    def __init__(self, model: FaceModel, upright: bool) -> None:
+        self.model, self.upright = model, upright
+
+    def predict(self, img):  # type: ignore[no-untyped-def]
+        self.last = self.model.predict(img, upright=self.upright)
+        return self.last
+
+
 def test_tilted_head_is_masked_upright(model: FaceModel, s1_2mm: nib.Nifti1Image,
                                        s1_prediction) -> None:  # type: ignore[no-untyped-def]
     """The 2 mm head rolled by 30°: its pose is measured, it is masked in its upright
@@ -217,19 +228,11 @@ def test_tilted_head_is_masked_upright(model: FaceModel, s1_2mm: nib.Nifti1Image
     from bids_deface.evaluation.__main__ import evaluate_case
     from bids_deface.evaluation.cases import make_cases
 
-    class Keep:
-        def __init__(self, upright: bool) -> None:
-            self.upright = upright
-
-        def predict(self, img):  # type: ignore[no-untyped-def]
-            self.last = model.predict(img, upright=self.upright)
-            return self.last
-
     assert not s1_prediction.upright and s1_prediction.pose is not None
     assert s1_prediction.pose.tilt <= 12.0
     brain = deepbet_brain_mask(s1_2mm)
     (case,) = make_cases(s1_2mm, brain, load_landmarks("pycortex_s1"), ["T1w rolled 30° (real)"])
-    upright, axes = Keep(True), Keep(False)
+    upright, axes = _Keep(model, True), _Keep(model, False)
     row, before = evaluate_case(upright, case), evaluate_case(axes, case)
     assert upright.last.upright and not axes.last.upright
     assert abs(abs(upright.last.pose.roll - s1_prediction.pose.roll) - 30.0) <= 4.0
@@ -237,3 +240,23 @@ def test_tilted_head_is_masked_upright(model: FaceModel, s1_2mm: nib.Nifti1Image
         assert row[feature] >= REQUIRED[feature], f"{feature}: {row[feature]:.3f}"
     assert min(before["ear_right"], before["ear_left"]) < REQUIRED["ear_right"]
     assert row["brain_removed"] == 0
+
+
+def test_head_on_its_side_under_a_supine_header(model: FaceModel, s1_2mm: nib.Nifti1Image,
+                                                s1_prediction) -> None:  # type: ignore[no-untyped-def]
+    """The 2 mm head on its side in an image whose header says it lies supine: the turn is
+    measured, the head is masked turned back, and the face and ears are covered with no
+    brain removed; masked as it lies, the face is missed."""
+    from bids_deface.brainmask import deepbet_brain_mask
+    from bids_deface.evaluation.__main__ import evaluate_case
+    from bids_deface.evaluation.cases import make_cases
+
+    (case,) = make_cases(s1_2mm, deepbet_brain_mask(s1_2mm), load_landmarks("pycortex_s1"), ["T1w on its side (real)"])
+    turned, as_it_lies = _Keep(model, True), _Keep(model, False)
+    row, before = evaluate_case(turned, case), evaluate_case(as_it_lies, case)
+    assert turned.last.upright and turned.last.pose.turned
+    assert abs((turned.last.pose.yaw - s1_prediction.pose.yaw - 90.0 + 180.0) % 360.0 - 180.0) <= 5.0
+    for feature in REQUIRED:
+        assert row[feature] >= REQUIRED[feature], f"{feature}: {row[feature]:.3f}"
+    assert row["brain_removed"] == 0
+    assert min(before[f] for f in ("eye_right", "eye_left", "nose")) < REQUIRED["nose"]

@@ -165,6 +165,7 @@ INPUT_KIND_CASES = [
     "T1w pitched -30° (real)", "T1w rolled 30° (real)",
     "T1w 5 mm sagittal (real)", "T1w 5 mm coronal (real)", "T1w ears cut (real)", "T1w face cut (real)",
     "T1w plane-cut defaced (real)", "T1w in a stereotactic frame (real)",
+    "T1w 0.43 mm in-plane, 3 mm axial (real)", "T1w on its side (real)", "T1w prone (real)",
 ]
 
 
@@ -309,6 +310,7 @@ def make_cases(img: nib.Nifti1Image, brain: np.ndarray, landmarks: dict[str, lis
                               brain_slices=slices, eyes=ce))
     cases += _input_kind_cases(data, affine, brain_ras, face_ref, eyes, landmarks, z_orb, want)
     cases += _more_input_kind_cases(data, affine, brain_ras, face_ref, eyes, landmarks, z_orb, y_front, want)
+    cases += _clinical_and_turned_cases(data, affine, brain_ras, face_ref, eyes, landmarks, want)
     return cases
 
 
@@ -419,4 +421,92 @@ def _more_input_kind_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarr
         d[frame] = float(np.percentile(d[head], 99.5)) * 1.2
         out.append(EvalCase(INPUT_KIND_CASES[10], _image(d, aff), np.pad(brain, pad), np.pad(face, pad), landmarks,
                             eyes={k: np.pad(v, pad) for k, v in eyes.items()}))
+    return out
+
+
+#: The in-plane voxel and the slice thickness of the fine clinical grid (mm).
+CLINICAL_IN_PLANE_MM, CLINICAL_SLICE_MM = 0.43, 3.0
+
+
+def _in_plane(mask: np.ndarray, factor: float) -> np.ndarray:
+    """A mask on a grid ``factor`` times finer along the first two axes (nearest voxel)."""
+    return ndimage.zoom(mask.astype(np.uint8), (factor, factor, 1.0), order=0, grid_mode=True,
+                        mode="grid-constant") > 0
+
+
+def quarter_turned(data: np.ndarray, affine: np.ndarray, turns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``data`` (RAS axes) turned by ``turns`` quarter turns about the superior axis inside
+    the grid (each turns the face from anterior towards the image's left), on a grid whose
+    header keeps the scanner's axes (as when a head lies prone or on its side but the
+    scanner was told it lies supine); the turned grid's affine; and the 4×4 matrix from a
+    source voxel index to a turned one.
+
+    >>> d = np.zeros((3, 5, 1)); d[2, 4, 0] = 1  # right, front
+    >>> t, aff, m = quarter_turned(d, np.eye(4), 1)
+    >>> t.shape, np.argwhere(t)[0].tolist(), (m @ [2, 4, 0, 1])[:3].tolist()
+    ((5, 3, 1), [0, 2, 0], [0.0, 2.0, 0.0])
+    """
+    shape = np.array(data.shape[:3], float)
+    index = np.eye(4)
+    for _ in range(turns % 4):
+        # np.rot90 over (x, y): new (x, y) = (ny - 1 - y, x)
+        step = np.array([[0.0, -1.0, 0.0, shape[1] - 1], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0],
+                         [0.0, 0.0, 0.0, 1.0]])
+        index = step @ index
+        shape = shape[[1, 0, 2]]
+    out = np.rot90(data, turns, axes=(0, 1))
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    directions = affine[:3, :3] / zooms
+    new_zooms = np.abs(index[:3, :3]) @ zooms
+    aff = np.eye(4)
+    aff[:3, :3] = directions * new_zooms
+    # the grid's centre stays where it was
+    centre = affine[:3, :3] @ ((np.array(data.shape[:3], float) - 1) / 2) + affine[:3, 3]
+    aff[:3, 3] = centre - aff[:3, :3] @ ((shape - 1) / 2)
+    return out, aff, index
+
+
+def _clinical_and_turned_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, face: np.ndarray,
+                               eyes: dict[str, np.ndarray], landmarks: dict[str, list[float]],
+                               want: Callable[[str], bool]) -> list[EvalCase]:
+    """A fine clinical grid with thick axial slices, and the head prone or on its side with
+    the header of a supine head (RAS grid ``affine``)."""
+    out = []
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    name = INPUT_KIND_CASES[11]
+    if want(name):
+        # slabs of the source's slices, then linear interpolation in-plane (a reconstruction
+        # on a finer matrix than was acquired, as scanners do)
+        k = max(2, int(round(CLINICAL_SLICE_MM / float(zooms[2]))))
+        f = float(np.mean(zooms[:2])) / CLINICAL_IN_PLANE_MM
+        d, aff = thick_slices(data, affine, k)
+        d = ndimage.zoom(d, (f, f, 1.0), order=1, grid_mode=True, mode="grid-constant")
+        b, fc, aff = _thick_masks(brain, face, affine, k)
+        e = {key: thick_slices(v.astype(np.float32), affine, k)[0] > 0.5 for key, v in eyes.items()}
+        # the finer grid covers the same field of view: voxel edges stay where they were
+        scale = np.array([b.shape[0] / d.shape[0], b.shape[1] / d.shape[1], 1.0])
+        fine = aff.copy()
+        fine[:3, :3] = aff[:3, :3] * scale
+        fine[:3, 3] = aff[:3, 3] + aff[:3, :3] @ ((scale - 1) / 2)
+        out.append(EvalCase(name, _image(d, fine), _in_plane(b, f), _in_plane(fc, f), landmarks,
+                            eyes={key: _in_plane(v, f) for key, v in e.items()}))
+    for name, turns in ((INPUT_KIND_CASES[12], 1), (INPUT_KIND_CASES[13], 2)):
+        if not want(name):
+            continue
+        # padded to a square in-plane field of view first, so the turned head stays in view
+        side = max(data.shape[0] * zooms[0], data.shape[1] * zooms[1])
+        pad = [(int(np.ceil((side / z - n) / 2)),) * 2 if a < 2 else (0, 0)
+               for a, (n, z) in enumerate(zip(data.shape, zooms))]
+        padded = affine.copy()
+        padded[:3, 3] = affine[:3, 3] - affine[:3, :3] @ np.array([p[0] for p in pad], float)
+        d, aff, index = quarter_turned(np.pad(data, pad), padded, turns)
+        inv = np.linalg.inv(padded)
+        lms = {key: [float(v) for v in (aff @ index @ inv @ np.r_[p, 1.0])[:3]] for key, p in landmarks.items()}
+
+        def turn(mask: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(quarter_turned(np.pad(mask, pad), padded, turns)[0])
+
+        out.append(EvalCase(name, _image(np.ascontiguousarray(d), aff), turn(brain), turn(face), lms,
+                            {"turned": f"{90 * turns} deg about the superior axis, header unchanged"},
+                            eyes={key: turn(v) for key, v in eyes.items()}))
     return out
