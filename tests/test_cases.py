@@ -139,3 +139,18 @@ def test_heads_turned_under_a_supine_header(s1_cases: dict, index: int, turns: i
     world = case.image.affine[:3, :3] @ np.argwhere(case.brain).mean(0) + case.image.affine[:3, 3]
     nose = np.asarray(case.landmarks["nose"]) - world
     assert nose[0] < -50 if turns == 1 else nose[1] < -50
+
+
+def test_head_off_centre(s1_cases: dict) -> None:
+    """The head in a corner of a wider field of view: the same voxels at the same world
+    positions, with empty room on its left, behind it and above it."""
+    case = s1_cases["cases"][NEW[9]]
+    src = s1_cases["ras"]
+    before, after = src.get_fdata(dtype=np.float32), case.image.get_fdata(dtype=np.float32)
+    offset = np.round(_vox(case.image, src.affine[:3, 3])).astype(int)
+    assert offset[0] * 2.0 >= 60 and offset[1] * 2.0 >= 60 and offset[2] == 0
+    inside = tuple(slice(o, o + n) for o, n in zip(offset, before.shape))
+    assert np.array_equal(after[inside], before)
+    assert after.sum() == pytest.approx(before.sum(), rel=1e-6)
+    assert (after.shape[2] - before.shape[2]) * 2.0 >= 30
+    assert case.brain[inside].sum() == s1_cases["brain"].sum() == case.brain.sum()

@@ -167,7 +167,8 @@ INTRO = """# Validation on a held-out real head
 
 **This page scores one held-out head.** The evaluation by held-out heads — every real head
 scored by a model that never saw it, with the input kinds of real datasets (skull-stripped,
-partial fields of view, heads tilted by 30°, non-head images) and the real 3-year-old — is
+partial fields of view, heads tilted by 30°, on their side, prone or off-centre, thick slabs
+along every axis, a 0.43 mm clinical grid, non-head images) and the real 3-year-old — is
 [validation/README.md](validation/README.md); there the shipped model fails cases this page
 does not show.
 

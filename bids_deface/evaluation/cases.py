@@ -166,6 +166,7 @@ INPUT_KIND_CASES = [
     "T1w 5 mm sagittal (real)", "T1w 5 mm coronal (real)", "T1w ears cut (real)", "T1w face cut (real)",
     "T1w plane-cut defaced (real)", "T1w in a stereotactic frame (real)",
     "T1w 0.43 mm in-plane, 3 mm axial (real)", "T1w on its side (real)", "T1w prone (real)",
+    "T1w off-centre (real)",
 ]
 
 
@@ -469,8 +470,9 @@ def quarter_turned(data: np.ndarray, affine: np.ndarray, turns: int) -> tuple[np
 def _clinical_and_turned_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, face: np.ndarray,
                                eyes: dict[str, np.ndarray], landmarks: dict[str, list[float]],
                                want: Callable[[str], bool]) -> list[EvalCase]:
-    """A fine clinical grid with thick axial slices, and the head prone or on its side with
-    the header of a supine head (RAS grid ``affine``)."""
+    """A fine clinical grid with thick axial slices, the head prone or on its side with the
+    header of a supine head, and the head off-centre in a wide field of view (RAS grid
+    ``affine``)."""
     out = []
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
     name = INPUT_KIND_CASES[11]
@@ -509,4 +511,13 @@ def _clinical_and_turned_cases(data: np.ndarray, affine: np.ndarray, brain: np.n
         out.append(EvalCase(name, _image(np.ascontiguousarray(d), aff), turn(brain), turn(face), lms,
                             {"turned": f"{90 * turns} deg about the superior axis, header unchanged"},
                             eyes={key: turn(v) for key, v in eyes.items()}))
+    if want(INPUT_KIND_CASES[14]):
+        # the head in a corner of a field of view widened by 60 mm on its left and behind
+        # it and 30 mm above it
+        pad = [(int(np.ceil(60.0 / zooms[0])), 0), (int(np.ceil(60.0 / zooms[1])), 0),
+               (0, int(np.ceil(30.0 / zooms[2])))]
+        aff = affine.copy()
+        aff[:3, 3] = affine[:3, 3] - affine[:3, :3] @ np.array([p[0] for p in pad], float)
+        out.append(EvalCase(INPUT_KIND_CASES[14], _image(np.pad(data, pad), aff), np.pad(brain, pad),
+                            np.pad(face, pad), landmarks, eyes={k: np.pad(v, pad) for k, v in eyes.items()}))
     return out

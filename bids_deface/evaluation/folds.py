@@ -7,8 +7,11 @@ Usage::
 
 For every held-out head of the fold (``bids_deface.training.folds``): its own contrast and
 the synthesised looks, 5 mm slabs and child sizes of ``CASE_NAMES``, and the input kinds of
-``INPUT_KIND_CASES`` (skull-stripped, a slab from the orbits up, pitched and rolled by 30°);
-then images that are not heads (all zero, pure noise). One table per fold.
+``INPUT_KIND_CASES`` (skull-stripped, a slab from the orbits up, pitched and rolled by 30°,
+5 mm slabs along the other axes, fields of view cut through the ears or the face, a face
+already plane-cut, a stereotactic frame, a 0.43 mm in-plane grid in 3 mm slices, a head on
+its side and a prone head under a supine header, a head off-centre in a wide field of
+view); then images that are not heads (all zero, pure noise, a phantom). One table per fold.
 """
 
 from __future__ import annotations
