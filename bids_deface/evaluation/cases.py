@@ -429,9 +429,9 @@ def _more_input_kind_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarr
 CLINICAL_IN_PLANE_MM, CLINICAL_SLICE_MM = 0.43, 3.0
 
 
-def _in_plane(mask: np.ndarray, factor: float) -> np.ndarray:
-    """A mask on a grid ``factor`` times finer along the first two axes (nearest voxel)."""
-    return ndimage.zoom(mask.astype(np.uint8), (factor, factor, 1.0), order=0, grid_mode=True,
+def _in_plane(mask: np.ndarray, factors: tuple[float, float]) -> np.ndarray:
+    """A mask on a grid ``factors`` times finer along the first two axes (nearest voxel)."""
+    return ndimage.zoom(mask.astype(np.uint8), (*factors, 1.0), order=0, grid_mode=True,
                         mode="grid-constant") > 0
 
 
@@ -480,9 +480,9 @@ def _clinical_and_turned_cases(data: np.ndarray, affine: np.ndarray, brain: np.n
         # slabs of the source's slices, then linear interpolation in-plane (a reconstruction
         # on a finer matrix than was acquired, as scanners do)
         k = max(2, int(round(CLINICAL_SLICE_MM / float(zooms[2]))))
-        f = float(np.mean(zooms[:2])) / CLINICAL_IN_PLANE_MM
+        f = (float(zooms[0]) / CLINICAL_IN_PLANE_MM, float(zooms[1]) / CLINICAL_IN_PLANE_MM)
         d, aff = thick_slices(data, affine, k)
-        d = ndimage.zoom(d, (f, f, 1.0), order=1, grid_mode=True, mode="grid-constant")
+        d = ndimage.zoom(d, (*f, 1.0), order=1, grid_mode=True, mode="grid-constant")
         b, fc, aff = _thick_masks(brain, face, affine, k)
         e = {key: thick_slices(v.astype(np.float32), affine, k)[0] > 0.5 for key, v in eyes.items()}
         # the finer grid covers the same field of view: voxel edges stay where they were
