@@ -357,6 +357,14 @@ def _input_kind_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, f
     return out
 
 
+def _padded_affine(affine: np.ndarray, pad: list[tuple[int, int]]) -> np.ndarray:
+    """The affine of a grid padded by ``pad`` (``np.pad``'s widths): every voxel keeps its
+    world position."""
+    out = affine.copy()
+    out[:3, 3] = affine[:3, 3] - affine[:3, :3] @ np.array([p[0] for p in pad], float)
+    return out
+
+
 def _crop(case_name: str, data: np.ndarray, affine: np.ndarray, brain: np.ndarray, face: np.ndarray,
           eyes: dict[str, np.ndarray], landmarks: dict[str, list[float]], axis: int, lo: int, hi: int) -> EvalCase:
     """The voxels ``lo:hi`` along ``axis`` of a RAS grid, as a case with a partial field of view."""
@@ -414,8 +422,7 @@ def _more_input_kind_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarr
         # four posts and a ring around the head with bright fiducial rods, none touching it,
         # in a field of view widened by 30 mm on each side to hold them
         pad = [(int(np.ceil(30.0 / z)),) * 2 if a < 2 else (0, 0) for a, z in enumerate(zooms)]
-        aff = affine.copy()
-        aff[:3, 3] = affine[:3, 3] - affine[:3, :3] @ np.array([p[0] for p in pad], float)
+        aff = _padded_affine(affine, pad)
         d = np.pad(data, pad)
         head = head_mask(d, zooms)
         frame = _frame(np.random.default_rng(10), d.shape, ndimage.binary_dilation(head, iterations=3)) > 0
@@ -499,8 +506,7 @@ def _clinical_and_turned_cases(data: np.ndarray, affine: np.ndarray, brain: np.n
         side = max(data.shape[0] * zooms[0], data.shape[1] * zooms[1])
         pad = [(int(np.ceil((side / z - n) / 2)),) * 2 if a < 2 else (0, 0)
                for a, (n, z) in enumerate(zip(data.shape, zooms))]
-        padded = affine.copy()
-        padded[:3, 3] = affine[:3, 3] - affine[:3, :3] @ np.array([p[0] for p in pad], float)
+        padded = _padded_affine(affine, pad)
         d, aff, index = quarter_turned(np.pad(data, pad), padded, turns)
         inv = np.linalg.inv(padded)
         lms = {key: [float(v) for v in (aff @ index @ inv @ np.r_[p, 1.0])[:3]] for key, p in landmarks.items()}
@@ -516,8 +522,7 @@ def _clinical_and_turned_cases(data: np.ndarray, affine: np.ndarray, brain: np.n
         # it and 30 mm above it
         pad = [(int(np.ceil(60.0 / zooms[0])), 0), (int(np.ceil(60.0 / zooms[1])), 0),
                (0, int(np.ceil(30.0 / zooms[2])))]
-        aff = affine.copy()
-        aff[:3, 3] = affine[:3, 3] - affine[:3, :3] @ np.array([p[0] for p in pad], float)
-        out.append(EvalCase(INPUT_KIND_CASES[14], _image(np.pad(data, pad), aff), np.pad(brain, pad),
-                            np.pad(face, pad), landmarks, eyes={k: np.pad(v, pad) for k, v in eyes.items()}))
+        out.append(EvalCase(INPUT_KIND_CASES[14], _image(np.pad(data, pad), _padded_affine(affine, pad)),
+                            np.pad(brain, pad), np.pad(face, pad), landmarks,
+                            eyes={k: np.pad(v, pad) for k, v in eyes.items()}))
     return out
