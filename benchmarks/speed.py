@@ -14,6 +14,8 @@ Images (all made from the real head pycortex S1, 1 mm, never used in training):
 * ``1 mm``: 256×256×176 at 1 mm, stored sagittally (int16);
 * ``clinical 0.4 mm``: 512×512×120 at 0.41×0.41×1.5 mm, axial (linear resampling);
 * ``5 mm axial``: 256×256×51 at 1×1×5 mm (5-slice averages: thick slices' partial volume);
+* ``clinical 0.34×0.52×4 mm``: 600×400×45, axial, rectangular in-plane pixels in thick
+  slices (two axes longer than the finest: the brain guard's hardest grid; linear resampling);
 * ``dataset``: 20 subjects, each the 1 mm image, through ``bids-deface … participant``
   (one process: model loaded once, reports included).
 
@@ -42,7 +44,7 @@ import nibabel as nib
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-CASES = ("1 mm", "clinical 0.4 mm", "5 mm axial")
+CASES = ("1 mm", "clinical 0.4 mm", "5 mm axial", "clinical 0.34×0.52×4 mm")
 STAGES = ("read", "conform", "network", "resample_back", "input_kind", "pose", "clean", "ears", "guard",
           "apply", "qc", "write", "figures", "report")
 
@@ -59,8 +61,6 @@ def source_head() -> nib.Nifti1Image:
 
 def case_image(name: str) -> nib.Nifti1Image:
     """The benchmark image of case ``name`` (see the module docstring)."""
-    import torch
-
     ras = source_head()
     data = ras.get_fdata(dtype=np.float32)
     if name == "1 mm":
@@ -71,17 +71,9 @@ def case_image(name: str) -> nib.Nifti1Image:
         affine[:3, 3] = ras.affine[:3, 3] + ras.affine[:3, 0] * x0
         return _image(sag, affine)
     if name == "clinical 0.4 mm":
-        shape, zooms = (512, 512, 120), (0.41, 0.41, 1.5)
-        extent = np.asarray(shape) * zooms  # 210 × 210 × 180 mm around the head's centre
-        lo = np.floor((np.asarray(data.shape) - extent) / 2).astype(int)
-        sub = data[tuple(slice(int(a), int(a + np.ceil(e))) for a, e in zip(lo, extent))]
-        x = torch.from_numpy(np.ascontiguousarray(sub))[None, None]
-        out = torch.nn.functional.interpolate(x, size=list(shape), mode="trilinear", align_corners=False)[0, 0]
-        # new voxel i lies at old index lo + (i + 0.5) × scale - 0.5 (linear, align_corners=False)
-        scale = np.asarray(sub.shape, float) / shape
-        grid = np.diag([*scale, 1.0])
-        grid[:3, 3] = lo + 0.5 * scale - 0.5
-        return _image(out.numpy(), ras.affine @ grid)
+        return _resampled(ras, data, (512, 512, 120), (0.41, 0.41, 1.5))
+    if name == "clinical 0.34×0.52×4 mm":
+        return _resampled(ras, data, (600, 400, 45), (0.34, 0.52, 4.0))
     if name == "5 mm axial":
         n = data.shape[2] // 5
         slabs = data[:, :, : n * 5].reshape(data.shape[0], data.shape[1], n, 5).mean(-1)
@@ -89,6 +81,24 @@ def case_image(name: str) -> nib.Nifti1Image:
         affine[:3, 3] = (ras.affine @ np.r_[0.0, 0.0, 2.0, 1.0])[:3]
         return _image(slabs, affine)
     raise ValueError(name)
+
+
+def _resampled(ras: nib.Nifti1Image, data: np.ndarray, shape: tuple[int, int, int],
+               zooms: tuple[float, float, float]) -> nib.Nifti1Image:
+    """The 1 mm head ``data`` (RAS) resampled linearly onto ``shape`` voxels of ``zooms``
+    mm around the head's centre."""
+    import torch
+
+    extent = np.asarray(shape) * zooms
+    lo = np.floor((np.asarray(data.shape) - extent) / 2).astype(int)
+    sub = data[tuple(slice(int(a), int(a + np.ceil(e))) for a, e in zip(lo, extent))]
+    x = torch.from_numpy(np.ascontiguousarray(sub))[None, None]
+    out = torch.nn.functional.interpolate(x, size=list(shape), mode="trilinear", align_corners=False)[0, 0]
+    # new voxel i lies at old index lo + (i + 0.5) × scale - 0.5 (linear, align_corners=False)
+    scale = np.asarray(sub.shape, float) / shape
+    grid = np.diag([*scale, 1.0])
+    grid[:3, 3] = lo + 0.5 * scale - 0.5
+    return _image(out.numpy(), ras.affine @ grid)
 
 
 def _image(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:

@@ -147,7 +147,10 @@ def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     that axis counts ``side - finest`` less (half a slab beyond the finest half voxel on
     each side, never below 0), so a slab next to the brain's slab is as near to it as a
     neighbouring voxel of the finest side. Offsets along the finest axes count in full.
-    Distances up to ``limit_mm`` are exact; larger ones may come out larger.
+    Distances up to ``limit_mm`` are exact; larger ones may come out larger. The squared
+    distance is a sum over the axes, so after one in-plane distance transform the thick
+    axes are searched one after the other (time grows with the sum of their reaches, not
+    with the product: a grid with rectangular pixels in thick slices has two thick axes).
 
     Axes at most ``NEAR_CUBIC`` times the finest side (0.94 beside 0.9 mm, 0.41 beside
     0.375 mm sub-slices) count their offsets in full, and the distance is then lowered by
@@ -178,25 +181,32 @@ def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     # distance within the same slab: a huge voxel side keeps the transform in-plane
     sampling = z.copy()
     sampling[thick] = 1e6
-    in_slab = edt_mm(~brain, sampling)
-    reach = [min(brain.shape[a] - 1, int(np.ceil((min(limit_mm, 1e4) + shorter[a]) / z[a]))) for a in thick]
-    best = np.full(brain.shape, np.inf)
-    for offset in np.ndindex(*[2 * r + 1 for r in reach]):
-        steps = [o - r for o, r in zip(offset, reach)]
-        across = sum(max(0.0, abs(k) * z[a] - shorter[a]) ** 2 for k, a in zip(steps, thick))
-        if across > limit_mm ** 2:
-            continue
-        # the brain of the slab ``steps`` away, seen from every voxel
-        src = [slice(None)] * brain.ndim
-        dst = [slice(None)] * brain.ndim
-        for k, a in zip(steps, thick):
+    squared = edt_mm(~brain, sampling).astype(np.float64) ** 2
+    # an offset's cost is a sum over the thick axes, so the nearest brain is found one
+    # thick axis at a time: the brain ``k`` slabs away along it, seen from every voxel
+    buffer = np.empty_like(squared)
+    for a in thick:
+        reach = min(brain.shape[a] - 1, int(np.ceil((min(limit_mm, 1e4) + shorter[a]) / z[a])))
+        best = squared.copy()
+        for k in range(1, reach + 1):
+            cost = max(0.0, k * z[a] - shorter[a]) ** 2
+            if cost > limit_mm ** 2:
+                break
             n = brain.shape[a]
-            src[a] = slice(max(k, 0), n + min(k, 0))
-            dst[a] = slice(max(-k, 0), n - max(k, 0))
-        shifted = np.full(brain.shape, np.inf)
-        shifted[tuple(dst)] = in_slab[tuple(src)]
-        np.minimum(best, np.sqrt(shifted ** 2 + across), out=best)
+            for src, dst in ((slice(k, n), slice(0, n - k)), (slice(0, n - k), slice(k, n))):
+                tmp = _along(buffer, a, dst)
+                np.add(_along(squared, a, src), cost, out=tmp)
+                np.minimum(_along(best, a, dst), tmp, out=_along(best, a, dst))
+        squared = best
+    best = np.sqrt(squared)
     return np.maximum(best - lower, 0.0) if lower else best
+
+
+def _along(array: np.ndarray, axis: int, where: slice) -> np.ndarray:
+    """The view of ``array`` cut to ``where`` along ``axis``."""
+    index = [slice(None)] * array.ndim
+    index[axis] = where
+    return array[tuple(index)]
 
 
 def brain_guard_parts(

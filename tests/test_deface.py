@@ -147,6 +147,30 @@ def test_thick_slice_guard_counts_the_whole_slab_along_its_axis_only() -> None:
     assert (d <= centre + 1e-9).all() and (d >= centre - 4.0 - 1e-9).all()
 
 
+def test_guard_distance_with_two_thick_axes_is_the_nearest_brain_by_its_rule() -> None:
+    """Rectangular in-plane pixels and thick slices (two axes longer than the finest): every
+    distance up to the limit is the smallest, over all brain voxels, of the offsets counted
+    by the guard's rule (finest axis in full, each longer axis ``side - finest`` less)."""
+    from bids_deface.deface import guard_distance_mm
+
+    rng = np.random.default_rng(3)
+    zooms = np.array([0.5, 0.8, 2.0])
+    brain = rng.random((17, 13, 9)) < 0.002
+    brain[8, 6, 4] = True
+    limit = 2.5
+    d = guard_distance_mm(brain, zooms, limit)
+    shorter = zooms - zooms.min()
+    grid = np.indices(brain.shape).reshape(3, -1).T
+    offsets = np.abs(grid[:, None, :] - np.argwhere(brain)[None, :, :]) * zooms
+    counted = np.maximum(offsets - shorter, 0.0)
+    counted[..., 0] = offsets[..., 0]
+    expected = np.sqrt((counted ** 2).sum(-1)).min(1).reshape(brain.shape)
+    near = expected <= limit
+    assert near.sum() > 100 and (~near).sum() > 100
+    assert np.allclose(d[near], expected[near])
+    assert (d[~near] > limit).all()
+
+
 def test_guard_on_sub_slices_counts_from_every_sub_slice_of_the_face_voxel() -> None:
     from bids_deface.deface import brain_guard_parts, guard_distance_mm, slab_splits
 
