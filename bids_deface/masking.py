@@ -23,7 +23,8 @@ import torch
 from .anatomy import block_factors, block_reduce, set_threads, drop_behind_ears, ear_zone, head_mask, largest_component
 from .deface import brain_guard_parts, clean_face_mask, slab_splits
 from .inputs import InputKind, judge_input
-from .pose import HeadPose, UprightFrame, face_in_front_ml, head_pose
+from .pose import (PRONE_CHECK_ML, PRONE_FACE_ML, PRONE_RATIO, HeadPose, UprightFrame, face_in_front_ml,
+                   head_pose)
 
 __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "to_ras",
            "head_scale", "image_head_scale", "shown_scale", "LABELS"]
@@ -452,7 +453,8 @@ class FaceModel:
             (:func:`bids_deface.anatomy.ear_zone`) to the model's face and ears.
         upright : bool
             Mask a head tilted by more than :data:`bids_deface.pose.TILT_LIMIT_DEG` in its
-            upright frame (:meth:`_predict_upright`).
+            upright frame (:meth:`_predict_upright`), and a head on its side or prone under
+            a supine header turned back (:mod:`bids_deface.pose`).
 
         Every step works on one C-contiguous RAS copy of the image; the masks are brought
         back to the image's axis order at the end.
@@ -500,6 +502,18 @@ class FaceModel:
                         "of the brain either way: masked as it lies", pose.yaw)
             pose = head_pose(brain, zooms, pitch=scale is not None, turns=False)
             clock.lap("pose")
+        elif upright and pose is not None:
+            here = face_in_front_ml(seg == LABELS["face"], brain, zooms)
+            if here < PRONE_CHECK_ML:
+                # little face in front: perhaps prone under a supine header (turned by a
+                # half turn, the mirror plane where an upright head has it)
+                way = head_pose(brain, zooms, pitch=scale is not None, reverse=True)
+                back = self._predict_upright(ras, zooms, ornt, way, guard_brain, kind, clock,  # type: ignore[arg-type]
+                                             guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears)
+                if back.face_in_front_ml >= max(PRONE_RATIO * here, PRONE_FACE_ML):
+                    logger.info("the network finds %.0f mL of face in front of the brain with the face looking "
+                                "posterior (%.0f mL as it lies): masked as a prone head", back.face_in_front_ml, here)
+                    return back
         if upright and pose is not None and pose.tilted:
             return self._predict_upright(ras, zooms, ornt, pose, guard_brain, kind, clock,
                                          guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears)

@@ -20,7 +20,11 @@ more than ``SEARCH_DEG`` (on its side) is beyond what the network saw: the maski
 both ways (``reverse``) and keeps the one in which the network finds more face in front of
 the brain, if more than in the image's own axes (:meth:`bids_deface.masking.FaceModel.predict`).
 A prone head with a supine header (turned by 180°) has its plane where an upright head has
-it, and is masked as it lies (``docs/experiments/turned-heads.md``).
+it. Where the network finds little face in front of the brain (under
+:data:`PRONE_CHECK_ML`), the head is also masked with its face taken to look the other way,
+and that way is kept where the network finds at least :data:`PRONE_RATIO` times as much
+face in front of the brain, and at least :data:`PRONE_FACE_ML`
+(``docs/experiments/prone-heads.md``).
 
 Arrays are in RAS axis order (``[x, y, z]``), positions in mm from the array's first
 voxel (``index * zooms``), as in :mod:`bids_deface.anatomy`.
@@ -37,7 +41,8 @@ from scipy import ndimage
 from .anatomy import block_factors, block_reduce
 
 __all__ = ["HeadPose", "head_pose", "face_in_front_ml", "UprightFrame", "PITCH_REFERENCE_DEG",
-           "TILT_LIMIT_DEG", "rotation_x", "rotation_y", "rotation_z"]
+           "TILT_LIMIT_DEG", "PRONE_CHECK_ML", "PRONE_FACE_ML", "PRONE_RATIO", "rotation_x", "rotation_y",
+           "rotation_z"]
 
 #: Direction of the brain's principal axis in the mid-sagittal plane of an upright head
 #: (degrees above the anterior direction), the mean over the training heads' own images
@@ -48,6 +53,17 @@ PITCH_REFERENCE_DEG = 20.0
 TILT_LIMIT_DEG = 12.0
 #: The range searched for roll and yaw, and within which pitch is trusted (degrees).
 SEARCH_DEG = 45.0
+#: A head (not on its side) in which the network finds less face than this in front of the
+#: brain (mL, :func:`face_in_front_ml`) is also masked the other way along its mirror plane,
+#: as if prone under a supine header; that way is kept where the network finds at least
+#: ``PRONE_RATIO`` times as much face there, and at least ``PRONE_FACE_ML``. Set on the five
+#: tuning heads' 121 upright and 5 prone cases (``docs/experiments/prone-heads.md``): prone,
+#: 10–235 mL as they lie and 382–918 mL the other way (3.0–58 times as much); upright, at
+#: most 414 mL the other way, and twice as much as they lie only in two plane-cut faces
+#: (181 and 118 mL).
+PRONE_CHECK_ML = 300.0
+PRONE_FACE_ML = 250.0
+PRONE_RATIO = 2.0
 #: Voxel size of the brain the pose is measured on (mm), and most points used.
 POSE_VOXEL_MM = 4.0
 MAX_POINTS = 3000
