@@ -42,6 +42,7 @@ __all__ = [
     "RunResult",
     "QC_THRESHOLDS",
     "qc_flags",
+    "pose_flags",
     "qc_verdict",
     "load_face_model",
     "input_checksum",
@@ -214,6 +215,17 @@ def qc_verdict(masker: Masker, img: nib.Nifti1Image, defaced: np.ndarray,
     return verdict.record()
 
 
+def pose_flags(prediction: Prediction) -> tuple[str, ...]:
+    """``head_turned`` where the head lay turned in its image by a quarter or a half turn
+    about the superior axis (on its side or prone under a header that says supine) and was
+    masked turned back (:mod:`bids_deface.pose`); otherwise nothing."""
+    from .pose import SEARCH_DEG
+
+    pose = getattr(prediction, "pose", None)
+    turned = bool(getattr(prediction, "upright", False)) and pose is not None and abs(pose.yaw) > SEARCH_DEG
+    return ("head_turned",) if turned else ()
+
+
 def _defacing_record(
     masker: Masker, prediction: Prediction, img: nib.Nifti1Image, checksum: str, seconds: float,
     annex: str | None = None, qc: Mapping[str, Any] | None = None,
@@ -226,6 +238,7 @@ def _defacing_record(
     notes = tuple(getattr(prediction, "notes", ()))
     flags = notes + tuple(f for f in qc_flags(removed, removed_ml, brain_voxels, int(prediction.guard_voxels),
                                               int(prediction.face_raw_voxels)) if f not in notes)
+    flags += pose_flags(prediction)
     return {
         "Tool": "bids-deface",
         "Version": __version__,

@@ -17,6 +17,7 @@ from bids_deface.data import default_model_dir
 from bids_deface.evaluation.cases import load_landmarks
 from bids_deface.evaluation.metrics import COVERAGE_RADIUS_MM, REQUIRED, brain_voxels_removed, feature_coverage
 from bids_deface.masking import FaceModel
+from bids_deface.pipeline import pose_flags
 from bids_deface.pose import PRONE_FACE_ML
 from bids_deface.anatomy import head_mask
 
@@ -261,6 +262,7 @@ def test_head_on_its_side_under_a_supine_header(model: FaceModel, s1_2mm: nib.Ni
         assert row[feature] >= REQUIRED[feature], f"{feature}: {row[feature]:.3f}"
     assert row["brain_removed"] == 0
     assert min(before[f] for f in ("eye_right", "eye_left", "nose")) < REQUIRED["nose"]
+    assert pose_flags(turned.last) == ("head_turned",)
 
 
 def test_prone_head_under_a_supine_header(model: FaceModel, s1_2mm: nib.Nifti1Image,
@@ -282,3 +284,6 @@ def test_prone_head_under_a_supine_header(model: FaceModel, s1_2mm: nib.Nifti1Im
         assert row[feature] >= REQUIRED[feature], f"{feature}: {row[feature]:.3f}"
     assert row["brain_removed"] == 0
     assert max(before[f] for f in ("eye_right", "eye_left", "nose")) < REQUIRED["nose"]
+    # the sidecar's flags ask for a look at a head masked turned back, and only then
+    assert pose_flags(prone.last) == ("head_turned",)
+    assert pose_flags(s1_prediction) == () and pose_flags(as_it_lies.last) == ()
