@@ -23,8 +23,8 @@ import torch
 from .anatomy import block_factors, block_reduce, set_threads, drop_behind_ears, ear_zone, head_mask, largest_component
 from .deface import brain_guard_parts, clean_face_mask, slab_splits
 from .inputs import InputKind, judge_input
-from .pose import (PRONE_CHECK_ML, PRONE_FACE_ML, PRONE_RATIO, HeadPose, UprightFrame, face_in_front_ml,
-                   head_pose)
+from .pose import (PRONE_AHEAD_ML, PRONE_CHECK_ML, PRONE_FACE_ML, PRONE_RATIO, HeadPose, UprightFrame,
+                   face_in_front_ml, head_pose)
 
 __all__ = ["MaskPrediction", "FaceModel", "resolve_device", "model_sha256", "to_ras",
            "head_scale", "image_head_scale", "shown_scale", "LABELS"]
@@ -504,9 +504,10 @@ class FaceModel:
             clock.lap("pose")
         elif upright and pose is not None:
             here = face_in_front_ml(seg == LABELS["face"], brain, zooms)
-            if here < PRONE_CHECK_ML:
-                # little face in front: perhaps prone under a supine header (turned by a
-                # half turn, the mirror plane where an upright head has it)
+            if here < PRONE_CHECK_ML and self._face_ahead_turned(ras, ras_zooms, clock) >= max(
+                    PRONE_RATIO * here, PRONE_AHEAD_ML):
+                # little face in front, more with the image turned by a half turn: perhaps
+                # prone under a supine header (the mirror plane where an upright head has it)
                 way = head_pose(brain, zooms, pitch=scale is not None, reverse=True)
                 back = self._predict_upright(ras, zooms, ornt, way, guard_brain, kind, clock,  # type: ignore[arg-type]
                                              guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears)
@@ -558,6 +559,16 @@ class FaceModel:
         )
         clock.lap("conform")
         return dataclasses.replace(result, seconds=clock.total, timings=clock.laps)
+
+    def _face_ahead_turned(self, ras: np.ndarray, ras_zooms: np.ndarray, clock: _Clock) -> float:
+        """The network's face in front of the brain (mL, first pass) with the image turned by
+        a half turn about the superior axis in its grid (no resampling): the quick look that
+        decides whether a head is masked the other way (:data:`bids_deface.pose.PRONE_AHEAD_ML`)."""
+        seg, _ = self._labels_ras(np.ascontiguousarray(ras[::-1, ::-1]), ras_zooms)
+        brain = largest_component(seg == LABELS["brain"])
+        ahead = face_in_front_ml(seg == LABELS["face"], brain, tuple(float(z) for z in ras_zooms))
+        clock.lap("pose")
+        return ahead
 
     def _predict_upright(self, ras: np.ndarray, zooms: tuple[float, ...], ornt: np.ndarray, pose: HeadPose,
                          guard_brain: np.ndarray, kind: InputKind, clock: _Clock,

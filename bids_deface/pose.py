@@ -41,8 +41,8 @@ from scipy import ndimage
 from .anatomy import block_factors, block_reduce
 
 __all__ = ["HeadPose", "head_pose", "face_in_front_ml", "UprightFrame", "PITCH_REFERENCE_DEG",
-           "TILT_LIMIT_DEG", "PRONE_CHECK_ML", "PRONE_FACE_ML", "PRONE_RATIO", "rotation_x", "rotation_y",
-           "rotation_z"]
+           "TILT_LIMIT_DEG", "PRONE_AHEAD_ML", "PRONE_CHECK_ML", "PRONE_FACE_ML", "PRONE_RATIO", "rotation_x",
+           "rotation_y", "rotation_z"]
 
 #: Direction of the brain's principal axis in the mid-sagittal plane of an upright head
 #: (degrees above the anterior direction), the mean over the training heads' own images
@@ -65,6 +65,11 @@ SEARCH_DEG = 45.0
 PRONE_CHECK_ML = 300.0
 PRONE_FACE_ML = 350.0
 PRONE_RATIO = 2.0
+#: Before that upright pass, a quick look: the network's face in front of the brain with the
+#: image turned by a half turn in its grid (no resampling, no pitch). The upright pass is
+#: made only where that is at least ``PRONE_RATIO`` times the face as the head lies and at
+#: least this (mL). The tuning heads turned so give their upright faces (398–1032 mL).
+PRONE_AHEAD_ML = 200.0
 #: Voxel size of the brain the pose is measured on (mm), and most points used.
 POSE_VOXEL_MM = 4.0
 MAX_POINTS = 3000
