@@ -186,13 +186,13 @@ def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     # thick axis at a time: the brain ``k`` slabs away along it, seen from every voxel
     buffer = np.empty_like(squared)
     for a in thick:
-        reach = min(brain.shape[a] - 1, int(np.ceil((min(limit_mm, 1e4) + shorter[a]) / z[a])))
+        n = brain.shape[a]
+        reach = min(n - 1, int(np.ceil((min(limit_mm, 1e4) + shorter[a]) / z[a])))
         best = squared.copy()
         for k in range(1, reach + 1):
             cost = max(0.0, k * z[a] - shorter[a]) ** 2
             if cost > limit_mm ** 2:
                 break
-            n = brain.shape[a]
             for src, dst in ((slice(k, n), slice(0, n - k)), (slice(0, n - k), slice(k, n))):
                 tmp = _along(buffer, a, dst)
                 np.add(_along(squared, a, src), cost, out=tmp)

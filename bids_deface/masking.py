@@ -482,12 +482,14 @@ class FaceModel:
         # (a brain cut by the field of view, whose size is unknown, has no pitch either)
         pose = head_pose(brain, zooms, pitch=scale is not None, turns=upright)
         clock.lap("pose")
+        # the network's face in front of the brain as the head lies: a head turned under a
+        # supine header (on its side, prone) is masked turned back only where it finds more
+        here = face_in_front_ml(seg == LABELS["face"], brain, zooms) if upright and pose is not None else 0.0
         if upright and pose is not None and pose.turned:
             # on its side with a supine header: the face may look either way along the
             # mirror plane; the way the network finds more face in front of the brain is
             # kept, if it finds more than in the image's own axes
-            best, front = None, face_in_front_ml(seg == LABELS["face"], brain, zooms)
-            here = front
+            best, front = None, here
             for reverse in (False, True):
                 way = head_pose(brain, zooms, pitch=scale is not None, reverse=reverse)
                 turned = self._predict_upright(ras, zooms, ornt, way, guard_brain, kind, clock,  # type: ignore[arg-type]
@@ -503,8 +505,7 @@ class FaceModel:
             pose = head_pose(brain, zooms, pitch=scale is not None, turns=False)
             clock.lap("pose")
         elif upright and pose is not None:
-            here = face_in_front_ml(seg == LABELS["face"], brain, zooms)
-            if here < PRONE_CHECK_ML and self._face_ahead_turned(ras, ras_zooms, clock) >= max(
+            if here < PRONE_CHECK_ML and self._face_ahead_turned(ras, ras_zooms, zooms, clock) >= max(
                     PRONE_RATIO * here, PRONE_AHEAD_ML):
                 # little face in front, more with the image turned by a half turn: perhaps
                 # prone under a supine header (the mirror plane where an upright head has it)
@@ -560,13 +561,14 @@ class FaceModel:
         clock.lap("conform")
         return dataclasses.replace(result, seconds=clock.total, timings=clock.laps)
 
-    def _face_ahead_turned(self, ras: np.ndarray, ras_zooms: np.ndarray, clock: _Clock) -> float:
+    def _face_ahead_turned(self, ras: np.ndarray, ras_zooms: np.ndarray, zooms: tuple[float, ...],
+                           clock: _Clock) -> float:
         """The network's face in front of the brain (mL, first pass) with the image turned by
         a half turn about the superior axis in its grid (no resampling): the quick look that
         decides whether a head is masked the other way (:data:`bids_deface.pose.PRONE_AHEAD_ML`)."""
         seg, _ = self._labels_ras(np.ascontiguousarray(ras[::-1, ::-1]), ras_zooms)
         brain = largest_component(seg == LABELS["brain"])
-        ahead = face_in_front_ml(seg == LABELS["face"], brain, tuple(float(z) for z in ras_zooms))
+        ahead = face_in_front_ml(seg == LABELS["face"], brain, zooms)
         clock.lap("pose")
         return ahead
 

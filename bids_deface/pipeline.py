@@ -219,10 +219,8 @@ def pose_flags(prediction: Prediction) -> tuple[str, ...]:
     """``head_turned`` where the head lay turned in its image by a quarter or a half turn
     about the superior axis (on its side or prone under a header that says supine) and was
     masked turned back (:mod:`bids_deface.pose`); otherwise nothing."""
-    from .pose import SEARCH_DEG
-
     pose = getattr(prediction, "pose", None)
-    turned = bool(getattr(prediction, "upright", False)) and pose is not None and abs(pose.yaw) > SEARCH_DEG
+    turned = bool(getattr(prediction, "upright", False)) and pose is not None and pose.turned
     return ("head_turned",) if turned else ()
 
 
