@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from ..training.folds import FOLDS
-from .__main__ import FEATURES, evaluate, evaluate_case
+from .__main__ import FEATURES, evaluate, evaluate_case, passes
 from .cases import not_head_cases
 from .metrics import REQUIRED
 
@@ -85,8 +85,8 @@ def fold_markdown(fold: str, rows: list[dict], command: str, model_note: str | N
         f"**{n_pass} of {len(rows)} cases meet every threshold.** Thresholds: eyes, nose and mouth "
         "coverage ≥ 0.99 and each eyeball ≥ 0.99 of its voxels removed; each ear ≥ 0.95 where in "
         "view; no voxel of the independent brain mask (deepbet) removed; for skull-stripped and "
-        "non-head images, nothing removed. `–`: not in the field of view (allowed for ears, and "
-        "for every feature in the partial-view and turned cases).",
+        "non-head images, nothing removed. `–`: not in the field of view (no head tissue in the "
+        "feature's sphere in the case's image, or no landmark for it on its head).",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
@@ -126,13 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model-note", help="what the table's model is, when --model-dir is not the fold's")
-    parser.add_argument("--from-json", type=Path, help="write the table from rows saved by --json, scoring nothing")
+    parser.add_argument("--from-json", type=Path, help="write the table from rows saved by --json (no image scored again; each row passed again by the thresholds)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     model_dir = args.model_dir or fold_model_dir(args.fold)
     words = list(argv if argv is not None else sys.argv[1:])
     if args.from_json:
         rows = json.loads(args.from_json.read_text())
+        for row in rows:  # scored again by the acceptance of today's evaluation
+            row["pass"] = passes(row)
         i = words.index("--from-json")  # the command that made the rows
         del words[i:i + 2]
     else:
