@@ -241,19 +241,59 @@ def brain_guard_parts(
     if not union.any():
         return GuardResult(face=kept, guard_voxels=0)
     limit = max(float(m) for _, m in parts)
-    # only the box around the face (and the brain within the largest margin of it) counts
     splits = [b // n for b, n in zip(brain.shape, shape)]
-    idx = np.nonzero(union)
-    box = []
-    for axis, z in enumerate(zooms[:3]):
-        pad = int(np.ceil(limit / float(z))) + 1
-        box.append(slice(max(0, int(idx[axis].min()) - pad), min(shape[axis], int(idx[axis].max()) + pad + 1)))
-    fine_box = tuple(slice(b.start * k, b.stop * k) for b, k in zip(box, splits))
-    box_shape = [b.stop - b.start for b in box]
-    distance = guard_distance_mm(brain[fine_box], zooms, limit, shape=box_shape)
-    for mask, (_, margin_mm) in zip(masks, parts):
-        kept[tuple(box)] |= mask[tuple(box)] & (distance > margin_mm)
+    pads = [int(np.ceil(limit / float(z))) + 1 for z in zooms[:3]]
+    # only boxes around the face's parts (and the brain within the largest margin of them)
+    # count: a voxel's distance up to ``limit`` depends on the brain within that margin alone
+    for box, core in _guard_boxes(union, pads, splits, GUARD_BOX_VOXELS):
+        fine_box = tuple(slice(b.start * k, b.stop * k) for b, k in zip(box, splits))
+        distance = guard_distance_mm(brain[fine_box], zooms, limit, shape=[b.stop - b.start for b in box])
+        # a box decides the voxels of its core only: near its edges the brain beyond it is not seen
+        near = distance[tuple(slice(c.start - b.start, c.stop - b.start) for b, c in zip(box, core))]
+        for mask, (_, margin_mm) in zip(masks, parts):
+            kept[core] |= mask[core] & (near > margin_mm)
     return GuardResult(face=kept, guard_voxels=int(np.count_nonzero(union & ~kept)))
+
+
+#: The most voxels of the brain's grid (sub-slices counted) the guard measures in one box.
+GUARD_BOX_VOXELS = 12_000_000
+
+
+def _guard_boxes(union: np.ndarray, pads: Sequence[int], splits: Sequence[int],
+                 most: int = GUARD_BOX_VOXELS) -> list[tuple[tuple[slice, ...], tuple[slice, ...]]]:
+    """``(box, core)`` pairs: every voxel of ``union`` lies in one ``core``, and its
+    ``box`` holds the core with ``pads`` voxels around it, about ``most`` voxels or fewer
+    once split into ``splits`` sub-slices. The union's bounding box is cut into cores along
+    its longest axis, each shrunk to the union's voxels in it, so a face and two ears far
+    apart get boxes of their own, not one box over the whole head.
+
+    >>> u = np.zeros((40, 4, 4), bool); u[2, 1, 1] = u[37, 2, 2] = True
+    >>> [[(s.start, s.stop) for s in box] for box, _ in _guard_boxes(u, (1, 1, 1), (1, 1, 1), most=200)]
+    [[(1, 4), (0, 3), (0, 3)], [(36, 39), (1, 4), (1, 4)]]
+    """
+    shape = union.shape
+
+    def box_of(idx: Sequence[np.ndarray], pad: Sequence[int]) -> tuple[slice, ...]:
+        return tuple(slice(max(0, int(i.min()) - p), min(n, int(i.max()) + p + 1))
+                     for i, p, n in zip(idx, pad, shape))
+
+    idx = np.nonzero(union)
+    whole = box_of(idx, pads)
+    sizes = [b.stop - b.start for b in whole]
+    per_voxel = int(np.prod(splits))
+    if int(np.prod(sizes)) * per_voxel <= most:
+        return [(whole, box_of(idx, (0, 0, 0)))]
+    axis = int(np.argmax(sizes))
+    cross = int(np.prod([n for a, n in enumerate(sizes) if a != axis])) * per_voxel
+    step = max(1, most // cross - 2 * pads[axis])
+    inner = union[whole]
+    out = []
+    for start in range(0, inner.shape[axis], step):
+        part = np.nonzero(_along(inner, axis, slice(start, start + step)))
+        if part[0].size:
+            at = [i + b.start + (start if a == axis else 0) for a, (i, b) in enumerate(zip(part, whole))]
+            out.append((box_of(at, pads), box_of(at, (0, 0, 0))))
+    return out
 
 
 def clean_face_mask(

@@ -217,3 +217,32 @@ def test_guard_parts_keep_their_own_margins() -> None:
     alone = brain_guard_parts([(zone, 4.0)], brain, zooms)
     assert (alone.face == brain_guard(zone, brain, zooms, 4.0).face).all()
     assert np.flatnonzero(alone.face[:, 1, 1]).min() == 16
+
+
+def test_guard_in_boxes_keeps_what_one_box_keeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard measured in small boxes around the face's parts (a face and two ears far
+    apart, on sub-slices of thick slabs with rectangular pixels) keeps exactly the voxels
+    that one box over all of them keeps, for every part's margin."""
+    import bids_deface.deface as deface
+
+    rng = np.random.default_rng(3)
+    zooms = (0.5, 0.7, 3.0)
+    shape = (90, 60, 14)
+    splits = deface.slab_splits(zooms)
+    brain = np.zeros(tuple(n * k for n, k in zip(shape, splits)), bool)
+    sx, sy, sz = splits
+    brain[20 * sx:70 * sx, 10 * sy:45 * sy, 4 * sz + 1:12 * sz] = True
+    brain &= rng.random(brain.shape) > 0.02
+    face = np.zeros(shape, bool)
+    face[30:60, 44:60, 2:8] = rng.random((30, 16, 6)) > 0.3     # in front of the brain
+    ears = np.zeros(shape, bool)
+    ears[8:22, 20:35, 5:10] = True                              # beside it, both sides
+    ears[68:84, 20:35, 5:10] = True
+    parts = [(face, 4.0), (ears, 3.0)]
+    one = deface.brain_guard_parts(parts, brain, zooms)
+    monkeypatch.setattr(deface, "GUARD_BOX_VOXELS", 40_000)
+    boxes = deface._guard_boxes(face | ears, [int(np.ceil(4.0 / z)) + 1 for z in zooms], splits, 40_000)
+    assert len(boxes) > 3
+    many = deface.brain_guard_parts(parts, brain, zooms)
+    assert 0 < one.guard_voxels < np.count_nonzero(face | ears)
+    assert np.array_equal(one.face, many.face) and one.guard_voxels == many.guard_voxels
