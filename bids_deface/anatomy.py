@@ -16,7 +16,8 @@ from scipy import ndimage
 
 __all__ = ["distance_mm", "edt_mm", "set_threads", "bounding_box", "orbit_level", "block_factors", "block_reduce",
            "largest_component", "drop_small_components",
-           "head_mask", "pinnae", "hull_per_side", "ear_zone", "drop_behind_ears", "EAR_BEHIND_MM"]
+           "head_mask", "pinnae", "hull_per_side", "ear_zone", "drop_behind_ears", "EAR_BEHIND_MM",
+           "EAR_AHEAD_MM", "EAR_AHEAD_CUT_MM"]
 
 
 #: Threads of the distance transforms (:func:`set_threads`).
@@ -194,6 +195,11 @@ def hull_per_side(mask: np.ndarray, x_mid_index: float) -> np.ndarray:
 
 #: How far behind the lowest brainstem (mm, adult size) the ear zone reaches.
 EAR_BEHIND_MM = 40.0
+#: How far in front of the lowest brainstem (mm, adult size) the ear zone reaches.
+EAR_AHEAD_MM = 30.0
+#: The same where the field of view cuts the brain (a slab from the orbits up): its lowest
+#: brainstem is the image's edge (``bids_deface.masking`` picks the limit).
+EAR_AHEAD_CUT_MM = 30.0
 
 
 @dataclass(frozen=True)
@@ -296,11 +302,12 @@ def drop_behind_ears(face: np.ndarray, brain: np.ndarray, zooms: Sequence[float]
 
 def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_mm: float = 2.0,
              air_mm: float = 10.0, brain_mm_high: float = 16.0, high_from_mm: float = 20.0,
-             lateral_mm: float = 15.0) -> np.ndarray:
+             lateral_mm: float = 15.0, ahead_mm: float | None = None) -> np.ndarray:
     """Region around both external ears, placed from the brain alone, on a RAS voxel grid.
 
-    Beside the temporal lobes (lateral to the brain's half-width less ``lateral_mm``), from 40 mm
-    behind to 30 mm in front of the brainstem and from 50 mm below to 40 mm above the
+    Beside the temporal lobes (lateral to the brain's half-width less ``lateral_mm``), from
+    ``EAR_BEHIND_MM`` behind to ``ahead_mm`` (default ``EAR_AHEAD_MM``) in front of the lowest
+    brainstem and from 50 mm below to 40 mm above the
     floor of the temporal lobes, farther than ``brain_mm`` from the brain (``brain_mm_high``
     more than ``high_from_mm`` above that floor, where the temporalis lies) and within ``air_mm``
     of the head; the brain guard that follows sets the final, wider margin. Distances scale
@@ -316,7 +323,7 @@ def ear_zone(head: np.ndarray, brain: np.ndarray, zooms: Sequence[float], brain_
     s = ref.scale
     X, Y, Z = ref.grids(head.shape, zooms)
     box = ((np.abs(X - x_mid) > half_width - lateral_mm * s)
-           & (Y > ref.back) & (Y < y_stem + 30.0 * s)
+           & (Y > ref.back) & (Y < y_stem + (EAR_AHEAD_MM if ahead_mm is None else ahead_mm) * s)
            & (Z > z_temporal - 50.0 * s) & (Z < z_temporal + 40.0 * s))
     if not box.any():
         return np.zeros(head.shape, bool)

@@ -35,6 +35,9 @@ __all__ = ["Evidence", "OriginalContext", "gather_evidence", "original_context",
 
 #: Voxel size at which the evidence is measured (mm).
 WORK_MM = 3.0
+#: How far in front of the lowest brainstem the evidence's ear regions reach (mm, adult
+#: size): fixed with the classifier trained on them.
+_EARS_AHEAD_MM = 30.0
 #: Mean adult brain volume (mL), for the head's linear size.
 _ADULT_BRAIN_ML = 1560.0
 
@@ -126,7 +129,7 @@ def _regions(brain: np.ndarray, cz: np.ndarray, shape: Sequence[int], s: float) 
         "mouth": (dx < 20.0 * s) & (Z > z_orb - 100.0 * s) & (Z < z_orb - 60.0 * s) & (Y > y_front - 20.0 * s),
     }
     eyes = (dx > 15.0 * s) & (dx < 45.0 * s) & (Z > z_orb - 30.0 * s) & (Z < z_orb + 5.0 * s) & front
-    ears = ((dx > ref.half_width - 15.0 * ref.scale) & (Y > ref.back) & (Y < ref.y_stem + 30.0 * ref.scale)
+    ears = ((dx > ref.half_width - 15.0 * ref.scale) & (Y > ref.back) & (Y < ref.y_stem + _EARS_AHEAD_MM * ref.scale)
             & (Z > ref.z_temporal - 50.0 * ref.scale) & (Z < ref.z_temporal + 40.0 * ref.scale))
     for side, here in (("right", X > ref.x_mid), ("left", X < ref.x_mid)):
         out[f"eye_{side}"] = eyes & here
@@ -333,7 +336,8 @@ def gather_evidence(model, defaced: np.ndarray, zooms: Sequence[float],  # type:
     Y, Z = Y * cz[1], Z * cz[2]
     front = (Y > y_mid + 0.25 * (y_front - y_mid)) & (Z < z_orb + 25.0 * s) & (d_brain > 3.0) & (d_brain < 60.0 * s)
     front_near = front & (d_brain < 25.0 * s) & inner
-    ears = ear_zone(np.ones(cdata.shape, bool), brain, cz, brain_mm=3.0) & (d_brain < 30.0 * s)
+    # the QC's own ear region, fixed with its classifier (not the mask's ear zone)
+    ears = ear_zone(np.ones(cdata.shape, bool), brain, cz, brain_mm=3.0, ahead_mm=_EARS_AHEAD_MM) & (d_brain < 30.0 * s)
     ears_near = ears & (d_brain < 15.0 * s) & inner
     face = (seg == 1) & tissue
     rough = _roughness(data, zooms, f, front_near & tissue)
