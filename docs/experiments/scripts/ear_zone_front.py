@@ -9,12 +9,16 @@ reach in the case's own axes, deepbet's brain placing the brainstem.
 
     python docs/experiments/scripts/ear_zone_front.py --ahead 30 40 --json benchmarks/ear-zone-front/tuning-heads.json
     python docs/experiments/scripts/ear_zone_front.py --whole-only benchmarks/ear-zone-front/tuning-heads.json
+    python docs/experiments/scripts/ear_zone_front.py --floor-cut benchmarks/ear-zone-front/tuning-heads.json
 
 ``--whole-only`` scores, from the rows saved by the first command, the rule that takes the
 farther limit only where the network's brain is whole (``masking.head_scale`` is not None on
 the first pass: a brain the field of view does not cut) and the shipped one elsewhere (a slab
 from the orbits up places the brainstem at the image's edge): per case the row of the one
 limit or the other, the network's brain of each case predicted once more to tell.
+``--floor-cut`` does the same with the shipped limit only where that brain runs out of the
+image's bottom through the temporal lobes (more than 400 mm² of it in the lowest slice, in
+the case's own axes).
 """
 
 from __future__ import annotations
@@ -71,9 +75,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def whole_only(saved: Path, model: FaceModel) -> None:
-    """The rows of the farther limit where the network's brain is whole, of the shipped one
-    where it is cut, next to both limits' tables (see the module)."""
+def brain_cut(brain: np.ndarray, zooms: np.ndarray, criterion: str) -> bool:
+    """Whether ``criterion`` takes the network's brain (RAS) for one the field of view cuts:
+    ``whole`` — anywhere (``masking.head_scale`` is None); ``floor`` — through the temporal
+    lobes at the image's bottom (more than 400 mm² of brain in its lowest slice)."""
+    if criterion == "whole":
+        return head_scale(brain, tuple(zooms), largest=True) is None
+    return float(np.count_nonzero(brain[:, :, 0])) * float(zooms[0] * zooms[1]) > 400.0
+
+
+def whole_only(saved: Path, model: FaceModel, criterion: str = "whole") -> None:
+    """The rows of the farther limit where the network's brain is not cut (by ``criterion``,
+    :func:`brain_cut`), of the shipped one where it is, next to both limits' tables."""
     rows = json.loads(saved.read_text())
     limits = sorted({r["ahead"] for r in rows})
     near, far = limits[0], limits[-1]
@@ -83,15 +96,17 @@ def whole_only(saved: Path, model: FaceModel) -> None:
         for case in head_cases(Path(f"cache/sources/{head}.nii.gz"), head, names):
             zooms = np.asarray(case.image.header.get_zooms()[:3], float)
             brain = largest_component(model.label_map_ras(case.image.get_fdata(dtype=np.float32), zooms) == 2)
-            cut[(head, case.name)] = head_scale(brain, tuple(zooms), largest=True) is None
+            cut[(head, case.name)] = brain_cut(brain, zooms, criterion)
     chosen = []
     for r in rows:
         want = near if cut[(r["head"], r["case"])] else far
         if r["ahead"] == want:
             chosen.append({**r, "ahead": -1.0, "brain_cut": cut[(r["head"], r["case"])]})
     print("cases with a cut brain:", sorted(k for k, v in cut.items() if v))
-    print(table(rows + chosen).replace("| -1 |", f"| {far:g} where the brain is whole, {near:g} where cut |"))
-    saved.with_name(saved.stem + "-whole-only.json").write_text(json.dumps(chosen, indent=1, default=str))
+    where = "is whole" if criterion == "whole" else "does not run out of the image's bottom"
+    print(table(rows + chosen).replace("| -1 |", f"| {far:g} where the brain {where}, {near:g} elsewhere |"))
+    name = "-whole-only.json" if criterion == "whole" else "-floor-cut.json"
+    saved.with_name(saved.stem + name).write_text(json.dumps(chosen, indent=1, default=str))
 
 
 def main() -> None:
@@ -100,11 +115,13 @@ def main() -> None:
     p.add_argument("--ahead", type=float, nargs="+", default=[30.0, 40.0])
     p.add_argument("--json", type=Path)
     p.add_argument("--whole-only", type=Path, help="rows saved by --json (see the module)")
+    p.add_argument("--floor-cut", type=Path, help="rows saved by --json: the farther limit except where the "
+                   "brain runs out of the image's bottom (see the module)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     model = FaceModel(default_model_dir(), device="cpu", threads=2)
-    if args.whole_only:
-        whole_only(args.whole_only, model)
+    if args.whole_only or args.floor_cut:
+        whole_only(args.whole_only or args.floor_cut, model, "whole" if args.whole_only else "floor")
         return
     shipped = anatomy.EAR_AHEAD_MM, anatomy.EAR_AHEAD_CUT_MM
     names = CASE_NAMES + INPUT_KIND_CASES
