@@ -17,7 +17,7 @@ from scipy import ndimage
 __all__ = ["distance_mm", "edt_mm", "set_threads", "bounding_box", "orbit_level", "block_factors", "block_reduce",
            "largest_component", "drop_small_components",
            "head_mask", "pinnae", "hull_per_side", "ear_zone", "drop_behind_ears", "EAR_BEHIND_MM",
-           "EAR_AHEAD_MM", "EAR_AHEAD_CUT_MM"]
+           "EAR_AHEAD_MM"]
 
 
 #: Threads of the distance transforms (:func:`set_threads`).
@@ -197,9 +197,6 @@ def hull_per_side(mask: np.ndarray, x_mid_index: float) -> np.ndarray:
 EAR_BEHIND_MM = 40.0
 #: How far in front of the lowest brainstem (mm, adult size) the ear zone reaches.
 EAR_AHEAD_MM = 30.0
-#: The same where the field of view cuts the brain (a slab from the orbits up): its lowest
-#: brainstem is the image's edge (``bids_deface.masking`` picks the limit).
-EAR_AHEAD_CUT_MM = 30.0
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from . import anatomy
 from .anatomy import block_factors, block_reduce, set_threads, drop_behind_ears, ear_zone, head_mask, largest_component
 from .deface import brain_guard_parts, clean_face_mask, slab_splits
 from .inputs import InputKind, judge_input
@@ -541,9 +540,7 @@ class FaceModel:
         parts = [(face, guards["face"])]
         if ears:
             guards["ears"] = min(guard_mm, BRAIN_MARGIN_MM + (guard_mm - BRAIN_MARGIN_MM) * ratio)
-            # placed from the lowest brainstem, which a brain cut by the field of view does not show
-            ahead = anatomy.EAR_AHEAD_MM if scale is not None else anatomy.EAR_AHEAD_CUT_MM
-            parts.append((ear_zone_ras(ras, ras_zooms, brain, ahead), guards["ears"]))
+            parts.append((ear_zone_ras(ras, ras_zooms, brain), guards["ears"]))
             clock.lap("ears")
         del ras
         guarded = brain_guard_parts(parts, guard_brain, zooms)
@@ -654,11 +651,9 @@ class _Clock:
         return self.last - self.start
 
 
-def ear_zone_ras(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
-                 ahead_mm: float | None = None) -> np.ndarray:
+def ear_zone_ras(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray) -> np.ndarray:
     """The ear zone of :func:`bids_deface.anatomy.ear_zone` for an image ``data`` in RAS
-    axis order (voxel sizes ``zooms``) and its ``brain``, on that grid (``ahead_mm``: its
-    front limit, default :data:`bids_deface.anatomy.EAR_AHEAD_MM`).
+    axis order (voxel sizes ``zooms``) and its ``brain``, on that grid.
 
     Computed on voxels of about 2 mm (block means of the image, any-brain blocks), then
     brought back to the image's grid.
@@ -667,7 +662,7 @@ def ear_zone_ras(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
     f = block_factors(zooms, 2.0)
     czooms = zooms * f
     coarse_brain = block_reduce(brain, f, np.any)
-    zone = ear_zone(head_mask(block_reduce(data, f), czooms), coarse_brain, czooms, ahead_mm=ahead_mm)
+    zone = ear_zone(head_mask(block_reduce(data, f), czooms), coarse_brain, czooms)
     full = np.zeros(data.shape, bool)
     up = np.repeat(np.repeat(np.repeat(zone, f[0], 0), f[1], 1), f[2], 2)
     full[: up.shape[0], : up.shape[1], : up.shape[2]] = up

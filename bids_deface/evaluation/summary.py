@@ -23,16 +23,9 @@ import math
 from pathlib import Path
 
 from .__main__ import passes
+from .folds import summary_rows
 
 __all__ = ["head_rows", "summary_markdown"]
-
-_FACE = ("eye_right", "eye_left", "eyeball_right", "eyeball_left", "nose", "mouth")
-_EARS = ("ear_right", "ear_left")
-
-
-def _short(row: dict, feats: tuple[str, ...], need: float) -> bool:
-    return any(isinstance(row.get(f), float) and not math.isnan(row[f]) and row[f] < need for f in feats)
-
 
 def _spread(values: list[float]) -> str:
     vals = sorted(v for v in values if isinstance(v, float) and not math.isnan(v))
@@ -44,18 +37,19 @@ def _spread(values: list[float]) -> str:
 
 
 def head_rows(folds: dict[str, list[dict]]) -> list[dict]:
-    """One summary per real head (rows of the non-head images, head ``-``, are left out)."""
+    """One summary per real head (rows of the non-head images, head ``-``, are left out):
+    the fold tables' counts (:func:`bids_deface.evaluation.folds.summary_rows`, each row
+    passed by today's acceptance) and the brain boundary's spread."""
     out = []
     for fold, rows in folds.items():
         for head in dict.fromkeys(r["head"] for r in rows if r["head"] != "-"):
-            rs = [r for r in rows if r["head"] == head]
-            brain = [int(r.get("brain_removed") or 0) for r in rs]
+            rs = [{**r, "pass": passes(r)} for r in rows if r["head"] == head]
+            n = summary_rows(rs)
             faced = [r for r in rs if r.get("expect") != "nothing"]
             out.append({
-                "fold": fold, "head": head, "cases": len(rs), "pass": sum(passes(r) for r in rs),
-                "brain_cases": sum(b > 0 for b in brain), "brain_most": max(brain, default=0),
-                "face_short": sum(_short(r, _FACE, 0.99) for r in faced),
-                "ear_short": sum(_short(r, _EARS, 0.95) for r in faced),
+                "fold": fold, "head": head, "cases": n["cases"], "pass": n["pass"],
+                "brain_cases": n["brain_removed_cases"], "brain_most": n["brain_removed_max"],
+                "face_short": n["eyes_nose_mouth_short"], "ear_short": n["ears_short"],
                 "short_mm": _spread([r.get("brain_short_mm") for r in faced]),
                 "over_mm": _spread([r.get("brain_over_mm") for r in faced]),
             })

@@ -35,6 +35,7 @@ from bids_deface.anatomy import _EarReference, head_mask, largest_component
 from bids_deface.data import default_model_dir
 from bids_deface.evaluation.__main__ import evaluate_case, head_cases
 from bids_deface.evaluation.cases import CASE_NAMES, INPUT_KIND_CASES
+from bids_deface.evaluation.folds import summary_rows
 from bids_deface.evaluation.metrics import COVERAGE_RADIUS_MM, sphere_mask
 from bids_deface.masking import FaceModel, head_scale
 
@@ -58,20 +59,19 @@ def sphere_reach(case) -> dict[str, float]:  # type: ignore[no-untyped-def]
 
 
 def table(rows: list[dict]) -> str:
+    """One line per front limit: the fold tables' counts (:func:`summary_rows`), the lowest
+    ear and the median volume removed."""
     lines = ["| front limit (mm) | cases passing | cases with brain removed (voxels) | cases with an ear < 0.95 | "
              "lowest ear | cases with an eye, eyeball, nose or mouth short | mL removed (median) |",
              "|---|---|---|---|---|---|---|"]
     for a in sorted({r["ahead"] for r in rows}):
         sel = [r for r in rows if r["ahead"] == a]
+        n = summary_rows(sel)
         ears = [v for r in sel for k, v in r.items() if k in ("ear_right", "ear_left") and isinstance(v, float)
                 and not np.isnan(v)]
-        face = sum(any(isinstance(r.get(k), float) and not np.isnan(r[k]) and r[k] < 0.99
-                       for k in ("eye_right", "eye_left", "eyeball_right", "eyeball_left", "nose", "mouth"))
-                   for r in sel)
-        brain = [r["brain_removed"] for r in sel]
-        lines.append(f"| {a:g} | {sum(bool(r['pass']) for r in sel)} of {len(sel)} | {sum(b > 0 for b in brain)} "
-                     f"({sum(brain)}) | {sum(any(isinstance(r.get(k), float) and r[k] < 0.95 for k in ('ear_right', 'ear_left')) for r in sel)} "
-                     f"| {min(ears):.3f} | {face} | {np.median([r['ml_removed'] for r in sel]):.0f} |")
+        lines.append(f"| {a:g} | {n['pass']} of {n['cases']} | {n['brain_removed_cases']} "
+                     f"({sum(r['brain_removed'] for r in sel)}) | {n['ears_short']} | {min(ears):.3f} | "
+                     f"{n['eyes_nose_mouth_short']} | {np.median([r['ml_removed'] for r in sel]):.0f} |")
     return "\n".join(lines)
 
 
@@ -123,7 +123,7 @@ def main() -> None:
     if args.whole_only or args.floor_cut:
         whole_only(args.whole_only or args.floor_cut, model, "whole" if args.whole_only else "floor")
         return
-    shipped = anatomy.EAR_AHEAD_MM, anatomy.EAR_AHEAD_CUT_MM
+    shipped = anatomy.EAR_AHEAD_MM
     names = CASE_NAMES + INPUT_KIND_CASES
     rows = []
     try:
@@ -131,7 +131,7 @@ def main() -> None:
             for case in head_cases(Path(f"cache/sources/{head}.nii.gz"), head, names):
                 reach = sphere_reach(case)
                 for a in args.ahead:
-                    anatomy.EAR_AHEAD_MM = anatomy.EAR_AHEAD_CUT_MM = a  # the limit everywhere
+                    anatomy.EAR_AHEAD_MM = a
                     row = evaluate_case(model, case)
                     rows.append({"head": head, "ahead": a, "sphere_reach": reach,
                                  **{k: v for k, v in row.items() if k != "timings"}})
@@ -141,7 +141,7 @@ def main() -> None:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps(rows, indent=1, default=str))
     finally:
-        anatomy.EAR_AHEAD_MM, anatomy.EAR_AHEAD_CUT_MM = shipped
+        anatomy.EAR_AHEAD_MM = shipped
     print(table(rows))
 
 
