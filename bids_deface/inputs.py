@@ -15,6 +15,12 @@ intensities and the model's brain only as a reference position:
   brain-only crop): under ``FACE_TISSUE_ML`` of tissue farther than ``FACE_REACH_MM``
   from the predicted brain. A real face (eyes, lids, nose) lies 20–60 mm in front of the
   brain; a skull-stripped image keeps at most a few millimetres of what surrounded it;
+* ``no_face`` — or the image's outer surface is its brain's: ``SURFACE_SHARE`` or more of
+  the surface where the tissue meets background inside the field of view (not where the
+  image's edge cuts it) lies within ``SURFACE_BAND_MM`` of the predicted brain. A head's
+  surface is its skin, beyond scalp and skull; a skull-stripped brain's is its cortex,
+  and that holds where the predicted brain falls short of parts of it (the cerebellum,
+  a frontal pole), which leave more than ``FACE_TISSUE_ML`` far from it;
 * ``not_head`` — otherwise a head, but most of its tissue (``UNIFORM_SHARE`` or more)
   lies within ``UNIFORM_BAND`` of one intensity: a phantom's fluid (a head's many tissues
   spread its intensities, a skull-stripped brain's less so; the network may take a
@@ -30,18 +36,25 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from .anatomy import block_factors, block_reduce, distance_mm, head_mask, largest_component
 
-__all__ = ["InputKind", "judge_input", "neighbour_correlation", "uniform_share", "KIND_FLAGS",
-           "MIN_BRAIN_ML", "MIN_LEVELS", "FACE_TISSUE_ML", "FACE_REACH_MM", "NOISE_CORRELATION",
-           "UNIFORM_SHARE", "UNIFORM_BAND"]
+__all__ = ["InputKind", "judge_input", "neighbour_correlation", "uniform_share", "surface_near_brain",
+           "KIND_FLAGS", "MIN_BRAIN_ML", "MIN_LEVELS", "FACE_TISSUE_ML", "FACE_REACH_MM",
+           "NOISE_CORRELATION", "UNIFORM_SHARE", "UNIFORM_BAND", "SURFACE_BAND_MM", "SURFACE_SHARE"]
 
 #: Brain volume below which the model is taken to have found no brain (mL).
 MIN_BRAIN_ML = 40.0
 #: Tissue farther than ``FACE_REACH_MM`` from the brain needed for a face to be there (mL).
 FACE_TISSUE_ML = 8.0
 FACE_REACH_MM = 15.0
+#: Share of the head's outer surface within ``SURFACE_BAND_MM`` of the predicted brain at
+#: and above which the image is taken for a skull-stripped one. Set on three training
+#: heads' evaluation cases (``docs/experiments/input-kind-surface.md``): skull-stripped
+#: copies 0.30–0.42, heads at most 0.20 (newborn sizes; adult-size heads at most 0.08).
+SURFACE_BAND_MM = 3.0
+SURFACE_SHARE = 0.25
 #: An image with fewer distinct intensities than this (on a lattice of ~1 M voxels) is a
 #: mask, a label map or a drawn object, not an MR image of a head.
 MIN_LEVELS = 16
@@ -74,6 +87,8 @@ class InputKind:
     """All the image's tissue (the head mask, :func:`bids_deface.anatomy.head_mask`, in mL)."""
     uniform: float = 0.0
     """Share of the tissue within ``UNIFORM_BAND`` of its median intensity (:func:`uniform_share`)."""
+    surface_share: float = 0.0
+    """Share of the head's outer surface near the predicted brain (:func:`surface_near_brain`)."""
 
     @property
     def removable(self) -> bool:
@@ -133,6 +148,30 @@ def uniform_share(data: np.ndarray, tissue: np.ndarray, band: float = UNIFORM_BA
     return float(np.mean(np.abs(values - median) <= band * abs(median)))
 
 
+def surface_near_brain(data: np.ndarray, brain: np.ndarray, zooms: Sequence[float],
+                       band_mm: float = SURFACE_BAND_MM) -> float:
+    """Share of the outer surface of the head in ``data`` that lies within ``band_mm`` of
+    ``brain`` (both on one grid of voxel sizes ``zooms``). The surface is where the head
+    mask meets background inside the field of view: the image's edge is continued outward
+    first, so that a head cut by it has no surface there.
+
+    >>> z = np.ones(3) * 3.0
+    >>> ball = np.linalg.norm(np.indices((40, 40, 40)) - 19.5, axis=0)
+    >>> brain = ball < 12
+    >>> round(surface_near_brain(np.where(ball < 18, 100.0, 0.0), brain, z), 2)  # scalp and skull
+    0.0
+    >>> round(surface_near_brain(np.where(brain, 100.0, 0.0), brain, z), 2)  # skull-stripped
+    1.0
+    """
+    pad = 3
+    tissue = head_mask(np.pad(np.asarray(data, np.float32), pad, mode="edge"), zooms)
+    surface = (tissue & ~ndimage.binary_erosion(tissue, border_value=1))[pad:-pad, pad:-pad, pad:-pad]
+    brain = np.asarray(brain, bool)
+    if not surface.any() or not brain.any():
+        return 0.0
+    return float(np.mean(distance_mm(brain, zooms)[surface] <= band_mm))
+
+
 def judge_input(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
                 face: np.ndarray | None = None, largest: bool = False) -> InputKind:
     """The kind of the image ``data`` (RAS, float) with the model's ``brain`` (and ``face``,
@@ -170,7 +209,11 @@ def judge_input(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
     cbrain = block_reduce(brain, f, np.any)
     far = distance_mm(cbrain, czooms) > FACE_REACH_MM
     face_tissue_ml = float(np.count_nonzero(tissue & far)) * cml
-    kind = "head" if face_tissue_ml >= FACE_TISSUE_ML else "no_face"
-    if kind == "head" and uniform >= UNIFORM_SHARE:
+    share = surface_near_brain(cdata, cbrain, czooms)
+    if face_tissue_ml < FACE_TISSUE_ML:
+        kind = "no_face"
+    elif uniform >= UNIFORM_SHARE:
         kind = "not_head"  # a phantom: one fluid fills most of it
-    return InputKind(kind, face_tissue_ml, brain_ml, corr, tissue_ml, uniform)
+    else:
+        kind = "head" if share < SURFACE_SHARE else "no_face"
+    return InputKind(kind, face_tissue_ml, brain_ml, corr, tissue_ml, uniform, share)
