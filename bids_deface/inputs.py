@@ -173,10 +173,12 @@ def surface_near_brain(data: np.ndarray, brain: np.ndarray, zooms: Sequence[floa
 
 
 def judge_input(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
-                face: np.ndarray | None = None, largest: bool = False) -> InputKind:
+                face: np.ndarray | None = None, largest: bool = False, surface: bool = True) -> InputKind:
     """The kind of the image ``data`` (RAS, float) with the model's ``brain`` (and ``face``,
     for ``not_head``) on its grid; see the module docstring. Only the largest connected
-    part of ``brain`` counts (``largest=True``: ``brain`` is that part already)."""
+    part of ``brain`` counts (``largest=True``: ``brain`` is that part already).
+    ``surface=False`` leaves the surface rule out (the QC's classifier was trained on the
+    kinds judged without it)."""
     zooms = np.asarray(zooms, float)
     voxel_ml = float(np.prod(zooms)) / 1000.0
     data = np.asarray(data, np.float32)
@@ -209,7 +211,7 @@ def judge_input(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
     cbrain = block_reduce(brain, f, np.any)
     far = distance_mm(cbrain, czooms) > FACE_REACH_MM
     face_tissue_ml = float(np.count_nonzero(tissue & far)) * cml
-    share = surface_near_brain(cdata, cbrain, czooms)
+    share = surface_near_brain(cdata, cbrain, czooms) if surface else 0.0
     if face_tissue_ml < FACE_TISSUE_ML:
         kind = "no_face"
     elif uniform >= UNIFORM_SHARE:

@@ -242,7 +242,7 @@ def original_context(model, original: np.ndarray, zooms: Sequence[float],  # typ
             from ..eyes import globe_masks
 
             balls = tuple(globe_masks(coarse.shape, cz, globes, wall_mm=0.0).values())
-    kind = judge_input(coarse, cz, brain, olabels == 1, largest=True).kind if brain.any() else "not_head"
+    kind = judge_input(coarse, cz, brain, olabels == 1, largest=True, surface=False).kind if brain.any() else "not_head"
     return OriginalContext(odata, coarse, brain, olabels == 1, tissue, d_brain, balls, kind)
 
 
@@ -311,7 +311,7 @@ def gather_evidence(model, defaced: np.ndarray, zooms: Sequence[float],  # type:
     if levels < MIN_LEVELS:  # one value is an empty image; a few, a mask or a label map
         kind = "empty" if levels == 1 and float(data.max()) == float(data.min()) else "not_head"
     else:
-        kind = judge_input(cdata, cz, brain, seg == 1, largest=True).kind
+        kind = judge_input(cdata, cz, brain, seg == 1, largest=True, surface=False).kind
     feats["kind_no_face"] = float(kind == "no_face")
     feats["kind_not_head"] = float(kind in ("not_head", "noise", "empty"))
     brain_ml = _ml(brain, voxel_ml)

@@ -2,7 +2,8 @@
 case of the training heads: a skull-stripped image's surface *is* its brain; a head's lies
 beyond scalp and skull. Measured to set a skull-stripped rule on training heads only.
 
-    python docs/experiments/scripts/input_kind_surface.py > docs/experiments/input-kind-surface.tsv
+    python docs/experiments/scripts/input_kind_surface.py ds000031 colin27 slicer_mrhead \
+        > docs/experiments/input-kind-surface.tsv
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from bids_deface.evaluation.cases import load_landmarks, make_cases
 from bids_deface.inputs import judge_input
 from bids_deface.masking import LABELS, FaceModel, to_ras
 
-TRAINING = ("ds000031", "colin27", "slicer_mrhead", "pydeface_template", "volpack")
+#: Training heads of the shipped model and of fold C (pydeface's template and volpack,
+#: fold C's held-out heads, are left out).
+TRAINING = ("ds000031", "colin27", "slicer_mrhead")
 BANDS_MM = (3.0, 4.5, 6.0)
 CACHE = Path("cache/input-kind-surface")
 
