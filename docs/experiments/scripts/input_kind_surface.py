@@ -15,9 +15,8 @@ import numpy as np
 from scipy import ndimage
 
 from bids_deface.anatomy import block_factors, block_reduce, distance_mm, head_mask, largest_component
-from bids_deface.brainmask import deepbet_brain_mask
 from bids_deface.data import default_model_dir
-from bids_deface.evaluation.cases import load_landmarks, make_cases
+from bids_deface.evaluation.__main__ import head_cases
 from bids_deface.inputs import judge_input
 from bids_deface.masking import LABELS, FaceModel, to_ras
 
@@ -55,13 +54,7 @@ def main() -> int:
     cols = ["n", "median"] + [f"within{b:g}" for b in BANDS_MM]
     print("\t".join(["head", "case", "kind"] + [f"net_{c}" for c in cols] + [f"deepbet_{c}" for c in cols]))
     for head in heads:
-        img = nib.load(Path("cache/sources") / f"{head}.nii.gz")
-        brain = deepbet_brain_mask(img)
-        try:
-            landmarks = load_landmarks(head)
-        except KeyError:
-            landmarks = {}
-        for i, case in enumerate(make_cases(img, brain, landmarks)):
+        for i, case in enumerate(head_cases(Path("cache/sources") / f"{head}.nii.gz", head)):
             _, data, zooms = to_ras(case.image)
             _, ref, _ = to_ras(nib.Nifti1Image(case.brain.astype(np.uint8), case.image.affine))
             store = CACHE / f"{head}-{i:02d}.npz"
