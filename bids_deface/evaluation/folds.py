@@ -135,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = json.loads(args.from_json.read_text())
         for row in rows:  # scored again by the acceptance of today's evaluation
             row["pass"] = passes(row)
-        i = words.index("--from-json")  # the command that made the rows
-        del words[i:i + 2]
+        i = words.index("--from-json")  # the command that made the rows, and saved them there
+        if "--json" in words:
+            del words[i:i + 2]
+        else:
+            words[i] = "--json"
     else:
         rows = evaluate_fold(args.fold, args.sources, model_dir, args.threads)
     command = "python -m bids_deface.evaluation.folds " + shlex.join(words)
