@@ -430,7 +430,7 @@ class FaceModel:
 
     def predict(
         self, img: nib.Nifti1Image, guard_mm: float = 4.0, min_component_ml: float = 0.5,
-        ears: bool = True, upright: bool = True,
+        ears: bool = True, upright: bool = True, ear_guard_mm: float | None = None,
     ) -> MaskPrediction:
         """Face and brain masks of ``img`` with the brain guard applied.
 
@@ -455,6 +455,9 @@ class FaceModel:
             Mask a head tilted by more than :data:`bids_deface.pose.TILT_LIMIT_DEG` in its
             upright frame (:meth:`_predict_upright`), and a head on its side or prone under
             a supine header turned back (:mod:`bids_deface.pose`).
+        ear_guard_mm : float, optional
+            The ear zone's guard at adult size, where it differs from ``guard_mm`` (shrunk
+            for a small head as ``guard_mm`` is).
 
         Every step works on one C-contiguous RAS copy of the image; the masks are brought
         back to the image's axis order at the end.
@@ -493,7 +496,8 @@ class FaceModel:
             for reverse in (False, True):
                 way = head_pose(brain, zooms, pitch=scale is not None, reverse=reverse)
                 turned = self._predict_upright(ras, zooms, ornt, way, guard_brain, kind, clock,  # type: ignore[arg-type]
-                                               guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears)
+                                               guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears,
+                                         ear_guard_mm=ear_guard_mm)
                 logger.info("head turned by %.0f°: the network finds %.0f mL of face in front of the brain "
                             "(%.0f mL as it lies)", way.yaw, turned.face_in_front_ml, here)  # type: ignore[union-attr]
                 if turned.face_in_front_ml > front:
@@ -511,14 +515,16 @@ class FaceModel:
                 # prone under a supine header (the mirror plane where an upright head has it)
                 way = head_pose(brain, zooms, pitch=scale is not None, reverse=True)
                 back = self._predict_upright(ras, zooms, ornt, way, guard_brain, kind, clock,  # type: ignore[arg-type]
-                                             guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears)
+                                             guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears,
+                                         ear_guard_mm=ear_guard_mm)
                 if back.face_in_front_ml >= max(PRONE_RATIO * here, PRONE_FACE_ML):
                     logger.info("the network finds %.0f mL of face in front of the brain with the face looking "
                                 "posterior (%.0f mL as it lies): masked as a prone head", back.face_in_front_ml, here)
                     return back
         if upright and pose is not None and pose.tilted:
             return self._predict_upright(ras, zooms, ornt, pose, guard_brain, kind, clock,
-                                         guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears)
+                                         guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears,
+                                         ear_guard_mm=ear_guard_mm)
         spacing = self.adapted_spacing(scale)
         if spacing != self.spacing_zyx:
             # a small head: once more, at the finer spacing that shows it larger
@@ -539,7 +545,8 @@ class FaceModel:
         guards = {"face": guard_mm * ratio}
         parts = [(face, guards["face"])]
         if ears:
-            guards["ears"] = min(guard_mm, BRAIN_MARGIN_MM + (guard_mm - BRAIN_MARGIN_MM) * ratio)
+            ear_mm = guard_mm if ear_guard_mm is None else ear_guard_mm
+            guards["ears"] = min(ear_mm, BRAIN_MARGIN_MM + (ear_mm - BRAIN_MARGIN_MM) * ratio)
             parts.append((ear_zone_ras(ras, ras_zooms, brain), guards["ears"]))
             clock.lap("ears")
         del ras
@@ -574,7 +581,7 @@ class FaceModel:
 
     def _predict_upright(self, ras: np.ndarray, zooms: tuple[float, ...], ornt: np.ndarray, pose: HeadPose,
                          guard_brain: np.ndarray, kind: InputKind, clock: _Clock,
-                         **options: float | bool) -> MaskPrediction:
+                         **options: float | bool | None) -> MaskPrediction:
         """Masks of a tilted head (``ras``, RAS axis order), made in its upright frame.
 
         The image is resampled (linearly) onto an isotropic grid in which the head sits
