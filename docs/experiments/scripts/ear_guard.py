@@ -19,10 +19,9 @@ import logging
 from pathlib import Path
 
 from bids_deface.data import default_model_dir
-from bids_deface.evaluation.__main__ import evaluate_case, head_cases
-from bids_deface.evaluation.cases import CASE_NAMES, INPUT_KIND_CASES
 from bids_deface.evaluation.folds import summary_rows
 from bids_deface.masking import FaceModel
+from guard_margin import score  # docs/experiments/scripts/, run from the repository root
 
 #: Training heads of the shipped model and of fold C (fold C's held-out heads left out).
 TUNING = ("ds000031", "colin27", "slicer_mrhead")
@@ -61,18 +60,8 @@ def main() -> None:
         print(table(json.loads(args.table.read_text())))
         return
     model = FaceModel(default_model_dir(), device="cpu", threads=2)
-    rows = []
-    for head in args.heads:
-        for case in head_cases(Path(f"cache/sources/{head}.nii.gz"), head, CASE_NAMES + INPUT_KIND_CASES):
-            for g in args.ear_guards:
-                row = evaluate_case(_EarGuarded(model, g), case)
-                rows.append({"head": head, "ear_guard_mm": g, **{k: v for k, v in row.items() if k != "timings"}})
-                logging.info("%s %s %g: pass %s, ears %s %s, brain %s", head, case.name, g, row["pass"],
-                             row.get("ear_right"), row.get("ear_left"), row["brain_removed"])
-            if args.json:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(rows, indent=1, default=str))
-    print(table(rows))
+    models = {g: _EarGuarded(model, g) for g in args.ear_guards}
+    print(table(score(args.heads, models, "ear_guard_mm", args.json)))
 
 
 if __name__ == "__main__":

@@ -52,16 +52,25 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     models = {m: FaceModel(default_model_dir(), device="cpu", threads=2, guard_margin=m) for m in args.margins}
+    print(table(score(args.heads, models, "margin", args.json)))
+
+
+def score(heads: list[str], models: dict, key: str, json_path: Path | None) -> list[dict]:  # type: ignore[type-arg]
+    """Every evaluation case of ``heads`` masked by each of ``models`` (by a value stored
+    under ``key`` in its rows) and scored as the held-out evaluation scores; the rows so
+    far saved to ``json_path`` after each head."""
     rows = []
-    for head in args.heads:
+    for head in heads:
         for case in head_cases(Path(f"cache/sources/{head}.nii.gz"), head, CASE_NAMES + INPUT_KIND_CASES):
-            for m, model in models.items():
+            for value, model in models.items():
                 row = evaluate_case(model, case)
-                rows.append({"head": head, "margin": m, **{k: v for k, v in row.items() if k != "timings"}})
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(rows, indent=1, default=str))
-    print(table(rows))
+                rows.append({"head": head, key: value, **{k: v for k, v in row.items() if k != "timings"}})
+                logger.info("%s | %s | %s %g: pass %s, brain %s", head, case.name, key, value, row["pass"],
+                            row["brain_removed"])
+        if json_path:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(rows, indent=1, default=str))
+    return rows
 
 
 if __name__ == "__main__":
