@@ -40,7 +40,7 @@ from scipy import ndimage
 
 from .anatomy import block_factors, block_reduce, distance_mm, head_mask, largest_component
 
-__all__ = ["InputKind", "judge_input", "neighbour_correlation", "uniform_share", "surface_near_brain",
+__all__ = ["InputKind", "judge_input", "neighbour_correlation", "uniform_share", "outer_surface", "surface_near_brain",
            "KIND_FLAGS", "MIN_BRAIN_ML", "MIN_LEVELS", "FACE_TISSUE_ML", "FACE_REACH_MM",
            "NOISE_CORRELATION", "UNIFORM_SHARE", "UNIFORM_BAND", "SURFACE_BAND_MM", "SURFACE_SHARE"]
 
@@ -148,12 +148,19 @@ def uniform_share(data: np.ndarray, tissue: np.ndarray, band: float = UNIFORM_BA
     return float(np.mean(np.abs(values - median) <= band * abs(median)))
 
 
+def outer_surface(data: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
+    """The head's outer surface in ``data``: where its head mask
+    (:func:`bids_deface.anatomy.head_mask`) meets background inside the field of view. The
+    image's edge is continued outward first, so that a head cut by it has no surface there."""
+    pad = 3
+    tissue = head_mask(np.pad(np.asarray(data, np.float32), pad, mode="edge"), zooms)
+    return (tissue & ~ndimage.binary_erosion(tissue, border_value=1))[pad:-pad, pad:-pad, pad:-pad]
+
+
 def surface_near_brain(data: np.ndarray, brain: np.ndarray, zooms: Sequence[float],
                        band_mm: float = SURFACE_BAND_MM) -> float:
-    """Share of the outer surface of the head in ``data`` that lies within ``band_mm`` of
-    ``brain`` (both on one grid of voxel sizes ``zooms``). The surface is where the head
-    mask meets background inside the field of view: the image's edge is continued outward
-    first, so that a head cut by it has no surface there.
+    """Share of the outer surface of the head in ``data`` (:func:`outer_surface`) that lies
+    within ``band_mm`` of ``brain`` (both on one grid of voxel sizes ``zooms``).
 
     >>> z = np.ones(3) * 3.0
     >>> ball = np.linalg.norm(np.indices((40, 40, 40)) - 19.5, axis=0)
@@ -163,9 +170,7 @@ def surface_near_brain(data: np.ndarray, brain: np.ndarray, zooms: Sequence[floa
     >>> round(surface_near_brain(np.where(brain, 100.0, 0.0), brain, z), 2)  # skull-stripped
     1.0
     """
-    pad = 3
-    tissue = head_mask(np.pad(np.asarray(data, np.float32), pad, mode="edge"), zooms)
-    surface = (tissue & ~ndimage.binary_erosion(tissue, border_value=1))[pad:-pad, pad:-pad, pad:-pad]
+    surface = outer_surface(data, zooms)
     brain = np.asarray(brain, bool)
     if not surface.any() or not brain.any():
         return 0.0

@@ -497,7 +497,7 @@ class FaceModel:
                 way = head_pose(brain, zooms, pitch=scale is not None, reverse=reverse)
                 turned = self._predict_upright(ras, zooms, ornt, way, guard_brain, kind, clock,  # type: ignore[arg-type]
                                                guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears,
-                                         ear_guard_mm=ear_guard_mm)
+                                               ear_guard_mm=ear_guard_mm)
                 logger.info("head turned by %.0f°: the network finds %.0f mL of face in front of the brain "
                             "(%.0f mL as it lies)", way.yaw, turned.face_in_front_ml, here)  # type: ignore[union-attr]
                 if turned.face_in_front_ml > front:
@@ -516,7 +516,7 @@ class FaceModel:
                 way = head_pose(brain, zooms, pitch=scale is not None, reverse=True)
                 back = self._predict_upright(ras, zooms, ornt, way, guard_brain, kind, clock,  # type: ignore[arg-type]
                                              guard_mm=guard_mm, min_component_ml=min_component_ml, ears=ears,
-                                         ear_guard_mm=ear_guard_mm)
+                                             ear_guard_mm=ear_guard_mm)
                 if back.face_in_front_ml >= max(PRONE_RATIO * here, PRONE_FACE_ML):
                     logger.info("the network finds %.0f mL of face in front of the brain with the face looking "
                                 "posterior (%.0f mL as it lies): masked as a prone head", back.face_in_front_ml, here)

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
-from bids_deface.anatomy import block_factors, block_reduce, distance_mm, head_mask, largest_component
+from bids_deface.anatomy import block_factors, block_reduce, distance_mm, largest_component
 from bids_deface.data import default_model_dir
 from bids_deface.evaluation.__main__ import head_cases
-from bids_deface.inputs import judge_input
+from bids_deface.inputs import judge_input, outer_surface
 from bids_deface.masking import LABELS, FaceModel, to_ras
 
 #: Training heads of the shipped model and of fold C (pydeface's template and volpack,
@@ -28,17 +27,12 @@ CACHE = Path("cache/input-kind-surface")
 
 
 def surface_stats(data: np.ndarray, zooms, brain: np.ndarray) -> dict[str, float]:
-    """Distances (mm) from the head's outer surface, where it meets background inside the
-    field of view (not where the image's edge cuts the head), to ``brain``; on the 3 mm
-    grid of :func:`bids_deface.inputs.judge_input`."""
+    """Distances (mm) from the head's outer surface (:func:`bids_deface.inputs.outer_surface`)
+    to ``brain``, on the 3 mm grid of :func:`bids_deface.inputs.judge_input`."""
     zooms = np.asarray(zooms, float)
     f = block_factors(zooms, 3.0)
     cz = zooms * f
-    # the image's edge continued outward, so that a head cut by it has no surface there
-    pad = 3
-    tissue = head_mask(np.pad(block_reduce(data, f), pad, mode="edge"), cz)
-    surface = tissue & ~ndimage.binary_erosion(tissue, border_value=1)
-    surface = surface[pad:-pad, pad:-pad, pad:-pad]
+    surface = outer_surface(block_reduce(data, f), cz)
     cbrain = block_reduce(brain, f, np.any)
     if not surface.any() or not cbrain.any():
         return {"n": 0, "median": float("nan"), **{f"within{b:g}": float("nan") for b in BANDS_MM}}
