@@ -3,6 +3,8 @@ from the network's brain, and where relative to the brain's centre (RAS, mm).
 
     python docs/experiments/scripts/brain_removed_where.py --fold C --heads pydeface_template volpack \\
         --cases "T1w 1 mm (real)"
+    python docs/experiments/scripts/brain_removed_where.py --model-dir models/Dataset801_FaceEars/nnUNetTrainer__nnUNetPlans__3d_fullres \
+        --heads sag_child3 --cases "FLAIR 1 mm" "newborn 0.6 T1w" "child 0.7 FLAIR"
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from bids_deface.masking import FaceModel
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--fold", required=True)
+    p.add_argument("--fold", help="the fold whose model masks (see --model-dir)")
+    p.add_argument("--model-dir", type=Path, help="this model instead of the fold's (e.g. the shipped one)")
     p.add_argument("--heads", nargs="+", required=True)
     p.add_argument("--cases", nargs="+", default=["T1w 1 mm (real)"])
     args = p.parse_args()
-    model = FaceModel(fold_model_dir(args.fold), device="cpu", threads=2)
+    if not (args.fold or args.model_dir):
+        p.error("give --fold or --model-dir")
+    model = FaceModel(args.model_dir or fold_model_dir(args.fold), device="cpu", threads=2)
     print("head\tcase\tbrain_removed\tin_face_label\tin_ear_zone_or_else\tdist_net_brain_mm_median\t"
           "dist_net_brain_mm_max\tnet_brain_ml\tdeepbet_ml\toffset_RAS_mm_median")
     for head in args.heads:
