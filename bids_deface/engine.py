@@ -217,13 +217,15 @@ class Network:
             return (total / len(self._nets)).cpu().numpy()
 
     def logits(self, data: np.ndarray, spacing: Sequence[float], new_spacing: Sequence[float] | None = None,
-               axes: Sequence[int] = (0, 1, 2)) -> Logits:
+               axes: Sequence[int] = (0, 1, 2), mirror: Sequence[int] = ()) -> Logits:
         """Logits of ``data`` (3D, voxel sizes ``spacing``) on the grid of ``new_spacing``
         (default: the plan's) over its non-zero box, all in ``data``'s own axis order.
 
         ``axes`` orders ``data``'s axes as the network's (``(2, 1, 0)`` for a RAS array
         and nnU-Net's ``[z, y, x]``): only the small array on the model's grid is transposed.
-        ``new_spacing`` is in ``data``'s axis order.
+        ``new_spacing`` is in ``data``'s axis order. ``mirror`` names axes of ``data`` along
+        which the image is also seen mirrored (test-time mirroring): the logits are the mean
+        of the image's and the mirrored image's, mirrored back.
         """
         axes = tuple(int(a) for a in axes)
         if new_spacing is None:
@@ -237,7 +239,12 @@ class Network:
         # data -> nnU-Net's [z, y, x] (``axes``) -> the plan's order (``transpose_forward``)
         order = tuple(axes[t] for t in self.transpose)
         image = _resample(crop, grid, spacing, new_spacing).numpy().transpose(order)
-        values = self.sliding_window(np.ascontiguousarray(image)).transpose(0, *(1 + np.argsort(order)))
+        values = self.sliding_window(np.ascontiguousarray(image))
+        flips = tuple(order.index(int(a)) for a in mirror)
+        if flips:
+            seen = self.sliding_window(np.ascontiguousarray(np.flip(image, flips)))
+            values = (values + np.flip(seen, tuple(1 + f for f in flips))) / 2.0
+        values = values.transpose(0, *(1 + np.argsort(order)))
         return Logits(torch.from_numpy(np.ascontiguousarray(values)), tuple(box), tuple(data.shape))
 
     def sliding_window(self, image: np.ndarray) -> np.ndarray:

@@ -42,6 +42,28 @@ def test_labels_match_nnunet_predictor(s1_2mm: nib.Nifti1Image) -> None:
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.99, label
 
 
+def test_left_right_mirroring_matches_nnunet_predictor(s1_2mm: nib.Nifti1Image) -> None:
+    """Test-time mirroring along the left-right axis (``FaceModel(mirror=True)``) gives
+    nnU-Net's predictor's labels with mirroring allowed along that axis alone, and
+    differs from the unmirrored labels."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(use_mirroring=True, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(default_model_dir()), ("all",), "checkpoint_final.pth")
+    predictor.allowed_mirroring_axes = (2,)  # x of nnU-Net's [z, y, x]: left-right for a RAS image
+    arr, spacing = _zyx(s1_2mm)
+    stock = predictor.predict_single_npy_array(arr[None], {"spacing": spacing}, None, None, False)
+    model = FaceModel(default_model_dir(), device="cpu", threads=2, mirror=True)
+    canonical = nib.as_closest_canonical(s1_2mm)
+    ours = model.predict_labels(canonical).transpose(2, 1, 0)
+    plain = FaceModel(default_model_dir(), device="cpu", threads=2).predict_labels(canonical).transpose(2, 1, 0)
+    for label in (1, 2):
+        a, b, c = stock == label, ours == label, plain == label
+        assert a.sum() > 10_000
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.99, label
+        assert (b != c).sum() > 100, label
+
+
 def test_onnx_and_torch_backends_agree(s1_2mm: nib.Nifti1Image) -> None:
     arr, spacing = _zyx(s1_2mm)
     onnx_net = Network(default_model_dir(), torch.device("cpu"), threads=2)

@@ -1,0 +1,74 @@
+"""Test-time mirroring, scored on the tuning heads.
+
+The network's brain falls short of deepbet's, or overshoots it, by more than the brain
+guard's room for error on heads it never saw. Every evaluation case (``CASE_NAMES`` and
+``INPUT_KIND_CASES``) of the tuning heads, masked by the shipped model as it is and with
+its predictions averaged with those of the image mirrored left to right
+(``FaceModel(mirror=True)``), scored as the held-out evaluation scores its cases, with
+``brain_short_mm`` / ``brain_over_mm`` (the predicted brain's boundary against deepbet's
+where the face meets it).
+
+    python docs/experiments/scripts/mirror_tta.py --json benchmarks/mirror-tta/tuning-heads.json
+    python docs/experiments/scripts/mirror_tta.py --table benchmarks/mirror-tta/tuning-heads.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from bids_deface.data import default_model_dir
+from bids_deface.evaluation.folds import summary_rows
+from bids_deface.masking import FaceModel
+from guard_margin import score  # docs/experiments/scripts/, run from the repository root
+
+#: Training heads of the shipped model (ds000031, colin27) and a head it never saw that
+#: the rules were tuned on (Slicer MRHead), as for the guard experiments.
+TUNING = ("ds000031", "colin27", "slicer_mrhead")
+
+
+def table(rows: list[dict]) -> str:
+    """One line per setting and head group: the fold tables' counts and the brain's
+    boundary error (median and largest over the cases)."""
+    lines = ["| mirrored | heads | cases passing | cases with brain removed (voxels) | cases with an ear < 0.95 | "
+             "cases with an eye, eyeball, nose or mouth short | brain short, mm (median, max) | "
+             "brain over, mm (median, max) |", "|---|---|---|---|---|---|---|---|"]
+    heads = list(dict.fromkeys(r["head"] for r in rows))
+    for group in [*([h] for h in heads), heads]:
+        for m in (False, True):
+            sel = [r for r in rows if r["mirror"] == m and r["head"] in group]
+            if not sel:
+                continue
+            n = summary_rows(sel)
+
+            def spread(key: str) -> str:
+                v = [r[key] for r in sel if isinstance(r.get(key), float) and not np.isnan(r[key])]
+                return f"{np.median(v):.1f}, {max(v):.1f}" if v else "–"
+
+            lines.append(f"| {'yes' if m else 'no'} | {', '.join(group) if len(group) < len(heads) else 'all'} | "
+                         f"{n['pass']} of {n['cases']} | {n['brain_removed_cases']} "
+                         f"({sum(r['brain_removed'] for r in sel)}) | {n['ears_short']} | "
+                         f"{n['eyes_nose_mouth_short']} | {spread('brain_short_mm')} | {spread('brain_over_mm')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--heads", nargs="+", default=list(TUNING))
+    p.add_argument("--json", type=Path)
+    p.add_argument("--table", type=Path, help="print the table of rows saved by --json, scoring nothing")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return
+    models = {m: FaceModel(default_model_dir(), device="cpu", threads=2, mirror=m) for m in (False, True)}
+    print(table(score(args.heads, models, "mirror", args.json)))
+
+
+if __name__ == "__main__":
+    main()
