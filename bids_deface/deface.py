@@ -12,7 +12,6 @@ from typing import Sequence
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
 from .anatomy import distance_mm, drop_small_components, edt_mm
 

@@ -217,7 +217,8 @@ class Network:
             return (total / len(self._nets)).cpu().numpy()
 
     def logits(self, data: np.ndarray, spacing: Sequence[float], new_spacing: Sequence[float] | None = None,
-               axes: Sequence[int] = (0, 1, 2), mirror: Sequence[int] = ()) -> Logits:
+               axes: Sequence[int] = (0, 1, 2), mirror: Sequence[int] = (), cut_pad_mm: float = 0.0,
+               cut_axes: Sequence[int] = (0, 1, 2)) -> Logits:
         """Logits of ``data`` (3D, voxel sizes ``spacing``) on the grid of ``new_spacing``
         (default: the plan's) over its non-zero box, all in ``data``'s own axis order.
 
@@ -225,7 +226,12 @@ class Network:
         and nnU-Net's ``[z, y, x]``): only the small array on the model's grid is transposed.
         ``new_spacing`` is in ``data``'s axis order. ``mirror`` names axes of ``data`` along
         which the image is also seen mirrored (test-time mirroring): the logits are the mean
-        of the image's and the mirrored image's, mirrored back.
+        of the image's and the mirrored image's, mirrored back. With ``cut_pad_mm`` > 0, each
+        side of the image across ``cut_axes`` (axes of ``data``) that cuts through tissue
+        (:func:`cut_sides`) is continued outward by that much, its last slice repeated,
+        before the network sees it, so that what the
+        field of view cuts lies inside the network's view; the logits are those of the
+        image's own voxels.
         """
         axes = tuple(int(a) for a in axes)
         if new_spacing is None:
@@ -239,11 +245,19 @@ class Network:
         # data -> nnU-Net's [z, y, x] (``axes``) -> the plan's order (``transpose_forward``)
         order = tuple(axes[t] for t in self.transpose)
         image = _resample(crop, grid, spacing, new_spacing).numpy().transpose(order)
+        pads = [(0, 0)] * 3
+        if cut_pad_mm > 0:
+            model_spacing = [new_spacing[a] for a in order]
+            pads = [(int(np.ceil(cut_pad_mm / sp)) if lo else 0, int(np.ceil(cut_pad_mm / sp)) if hi else 0)
+                    if a in cut_axes else (0, 0)
+                    for sp, a, (lo, hi) in zip(model_spacing, order, cut_sides(image))]
+            image = np.pad(image, pads, mode="edge")
         values = self.sliding_window(np.ascontiguousarray(image))
         flips = tuple(order.index(int(a)) for a in mirror)
         if flips:
             seen = self.sliding_window(np.ascontiguousarray(np.flip(image, flips)))
             values = (values + np.flip(seen, tuple(1 + f for f in flips))) / 2.0
+        values = values[(slice(None), *(slice(lo, n - hi) for (lo, hi), n in zip(pads, values.shape[1:])))]
         values = values.transpose(0, *(1 + np.argsort(order)))
         return Logits(torch.from_numpy(np.ascontiguousarray(values)), tuple(box), tuple(data.shape))
 
@@ -261,6 +275,30 @@ class Network:
             weight[where] += self._gauss
         total /= weight
         return total[(slice(None), *(slice(b, b + n) for b, n in zip(before, image.shape)))]
+
+
+#: The share of a side's voxels that must hold tissue for the field of view to cut the head there.
+CUT_SHARE = 0.05
+
+
+def cut_sides(image: np.ndarray) -> list[tuple[bool, bool]]:
+    """For each axis, whether its first and its last slice cut through tissue: at least
+    ``CUT_SHARE`` of the slice lies above the image's tissue level (2 % of the way from
+    its 2nd to its 99.5th percentile, above 8 % of that range, as
+    :func:`bids_deface.anatomy.head_mask` draws the head).
+
+    >>> img = np.zeros((10, 10, 10), np.float32); img[2:, 3:7, 3:7] = 100.0
+    >>> cut_sides(img)
+    [(False, True), (False, False), (False, False)]
+    """
+    lo, hi = np.percentile(image, [2.0, 99.5])
+    tissue = image > lo + 0.08 * (hi - lo)
+    out = []
+    for axis in range(3):
+        first = np.take(tissue, 0, axis=axis)
+        last = np.take(tissue, -1, axis=axis)
+        out.append((bool(first.mean() >= CUT_SHARE), bool(last.mean() >= CUT_SHARE)))
+    return out
 
 
 def export_onnx(model_dir: Path, checkpoint: str = "checkpoint_final.pth") -> Path:

@@ -344,6 +344,10 @@ class FaceModel:
         The mask's predictions also see the image mirrored left to right, and average the
         two (test-time mirroring; twice the network's time). :meth:`label_map_ras`, which
         the QC's evidence uses, never mirrors.
+    cut_pad_mm : float
+        Where the field of view cuts through the head at its top or bottom (a slab from the
+        orbits up), the mask's predictions see the image continued up or down by this much
+        (:func:`bids_deface.engine.cut_sides`); 0: as it is. :meth:`label_map_ras` never pads.
 
     The network runs in :class:`bids_deface.engine.Network` (ONNX Runtime on the CPU when
     the folder holds its checkpoint's ONNX export, PyTorch otherwise).
@@ -357,6 +361,7 @@ class FaceModel:
         checkpoint: str = "checkpoint_final.pth",
         guard_margin: float = 0.0,
         mirror: bool = False,
+        cut_pad_mm: float = 0.0,
     ) -> None:
         from .engine import Network
 
@@ -366,6 +371,7 @@ class FaceModel:
         self.device = resolve_device(device)
         self.guard_margin = float(guard_margin)
         self.mirror = bool(mirror)
+        self.cut_pad_mm = float(cut_pad_mm)
         if threads:
             torch.set_num_threads(int(threads))
         set_threads(threads or torch.get_num_threads())
@@ -388,16 +394,16 @@ class FaceModel:
         return tuple(round(s * factor, 3) for s in self.spacing_zyx)
 
     def _labels_ras(self, ras: np.ndarray, ras_zooms: np.ndarray, spacing_zyx: tuple[float, ...] | None = None,
-                    clock: _Clock | None = None, mirror: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    clock: _Clock | None = None, plain: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Label map and guard brain (:func:`upsample_labels`) of an image in RAS axis
         order (:func:`_to_ras`), with the model seeing it at ``spacing_zyx`` (nnU-Net's
-        ``[z, y, x]`` order; default: the plan's), mirrored left to right as well where
-        ``mirror`` (default: the model's setting) says so: C-contiguous RAS arrays."""
+        ``[z, y, x]`` order; default: the plan's), mirrored and padded as the model's
+        ``mirror`` and ``cut_pad_mm`` say unless ``plain``: C-contiguous RAS arrays."""
         spacing = [float(z) for z in ras_zooms]
-        flip = self.mirror if mirror is None else mirror
         # nnU-Net's NibabelIO convention: the network sees RAS [x, y, z] as [z, y, x]
         logits = self._network.logits(ras, spacing, (spacing_zyx or self.spacing_zyx)[::-1], axes=(2, 1, 0),
-                                      mirror=(0,) if flip else ())
+                                      mirror=(0,) if self.mirror and not plain else (),
+                                      cut_pad_mm=0.0 if plain else self.cut_pad_mm, cut_axes=(2,))
         if clock is not None:
             clock.lap("network")
         shape = [b.stop - b.start for b in logits.box]
@@ -424,7 +430,7 @@ class FaceModel:
     def label_map_ras(self, data: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
         """Label map (0 keep, 1 face, 2 brain) of an image already in RAS axis order
         (``data``, voxel sizes ``zooms``), on that grid, with the model at its plan's spacing."""
-        return self._labels_ras(np.ascontiguousarray(data, np.float32), np.asarray(zooms, float), mirror=False)[0]
+        return self._labels_ras(np.ascontiguousarray(data, np.float32), np.asarray(zooms, float), plain=True)[0]
 
     def predict_labels(self, img: nib.Nifti1Image, spacing_zyx: tuple[float, ...] | None = None) -> np.ndarray:
         """Label map (0 keep, 1 face, 2 brain) on the grid of ``img``, with the model

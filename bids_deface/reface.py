@@ -231,10 +231,9 @@ def fit_face(matrix: np.ndarray, face: np.ndarray, affine: np.ndarray, template:
     of the same size, without looking at any voxel of the subject's face. None when the
     template has no face mask.
     """
-    import SimpleITK as sitk
-
     if template.face is None or not np.any(template.face) or not np.any(face):
         return None
+
     def cropped(mask: np.ndarray, aff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # the mask's box and 20 mm around it, as block fractions of about REG_MM
         pad = [int(np.ceil(20.0 / float(z))) for z in _zooms(aff)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 from bids_deface.anatomy import head_mask
 from bids_deface.eyes import find_globes, globe_masks

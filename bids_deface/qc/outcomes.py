@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-from scipy import ndimage
 
 from ..anatomy import distance_mm, edt_mm, head_mask
 from ..evaluation.metrics import COVERAGE_RADIUS_MM, REQUIRED, feature_coverage, sphere_mask

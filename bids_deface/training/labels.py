@@ -32,7 +32,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
 from ..anatomy import distance_mm, head_mask, orbit_level, pinnae
 from ..eyes import find_globes, globe_masks

@@ -17,7 +17,6 @@ import bids_deface.masking as masking
 from bids_deface.anatomy import ear_zone
 from bids_deface.brainmask import deepbet_brain_mask
 from bids_deface.data import default_model_dir
-from bids_deface.evaluation.__main__ import evaluate
 from bids_deface.evaluation.cases import make_cases
 from bids_deface.masking import FaceModel
 

@@ -31,16 +31,17 @@ from guard_margin import score  # docs/experiments/scripts/, run from the reposi
 TUNING = ("ds000031", "colin27", "slicer_mrhead")
 
 
-def table(rows: list[dict]) -> str:
-    """One line per setting and head group: the fold tables' counts and the brain's
-    boundary error (median and largest over the cases)."""
-    lines = ["| mirrored | heads | cases passing | cases with brain removed (voxels) | cases with an ear < 0.95 | "
+def table(rows: list[dict], key: str = "mirror", title: str = "mirrored") -> str:
+    """One line per setting (the rows' ``key``) and head group: the fold tables' counts
+    and the brain's boundary error (median and largest over the cases)."""
+    lines = [f"| {title} | heads | cases passing | cases with brain removed (voxels) | cases with an ear < 0.95 | "
              "cases with an eye, eyeball, nose or mouth short | brain short, mm (median, max) | "
              "brain over, mm (median, max) |", "|---|---|---|---|---|---|---|---|"]
     heads = list(dict.fromkeys(r["head"] for r in rows))
+    settings = sorted({r[key] for r in rows})
     for group in [*([h] for h in heads), heads]:
-        for m in (False, True):
-            sel = [r for r in rows if r["mirror"] == m and r["head"] in group]
+        for m in settings:
+            sel = [r for r in rows if r[key] == m and r["head"] in group]
             if not sel:
                 continue
             n = summary_rows(sel)
@@ -49,7 +50,8 @@ def table(rows: list[dict]) -> str:
                 v = [r[key] for r in sel if isinstance(r.get(key), float) and not np.isnan(r[key])]
                 return f"{np.median(v):.1f}, {max(v):.1f}" if v else "–"
 
-            lines.append(f"| {'yes' if m else 'no'} | {', '.join(group) if len(group) < len(heads) else 'all'} | "
+            shown = ("yes" if m else "no") if isinstance(m, bool) else f"{m:g}"
+            lines.append(f"| {shown} | {', '.join(group) if len(group) < len(heads) else 'all'} | "
                          f"{n['pass']} of {n['cases']} | {n['brain_removed_cases']} "
                          f"({sum(r['brain_removed'] for r in sel)}) | {n['ears_short']} | "
                          f"{n['eyes_nose_mouth_short']} | {spread('brain_short_mm')} | {spread('brain_over_mm')} |")

@@ -10,7 +10,6 @@ import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
 
 import bids_deface.masking as masking
 import bids_deface.pose as pose
