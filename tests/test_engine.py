@@ -64,6 +64,27 @@ def test_left_right_mirroring_matches_nnunet_predictor(s1_2mm: nib.Nifti1Image) 
         assert (b != c).sum() > 100, label
 
 
+def test_cut_pad_continues_only_a_cut_head(s1_2mm: nib.Nifti1Image) -> None:
+    """``cut_pad_mm`` shows the network a head cut at its bottom continued downward and
+    gives logits on the image's own grid; along an axis whose ends hold no tissue the
+    image is seen as it is."""
+    from bids_deface.engine import cut_sides
+
+    arr, spacing = _zyx(s1_2mm)  # nnU-Net's [z, y, x]: axis 0 inferior-superior, 2 left-right
+    net = Network(default_model_dir(), torch.device("cpu"), threads=2)
+    whole = net.logits(arr, spacing).values
+    assert cut_sides(arr)[2] == (False, False) and cut_sides(arr)[0][1] is False
+    assert torch.equal(net.logits(arr, spacing, cut_pad_mm=24.0, cut_axes=(2,)).values, whole)
+    # a slab from about the orbits up: its lowest slice cuts through the head
+    slab = np.ascontiguousarray(arr[int(0.45 * arr.shape[0]):])
+    assert cut_sides(slab)[0] == (True, False)
+    plain = net.logits(slab, spacing).values
+    padded = net.logits(slab, spacing, cut_pad_mm=24.0, cut_axes=(0,)).values
+    assert padded.shape == plain.shape
+    changed = (padded.argmax(0) != plain.argmax(0)).float().mean()
+    assert 0.001 < float(changed) < 0.2
+
+
 def test_onnx_and_torch_backends_agree(s1_2mm: nib.Nifti1Image) -> None:
     arr, spacing = _zyx(s1_2mm)
     onnx_net = Network(default_model_dir(), torch.device("cpu"), threads=2)
