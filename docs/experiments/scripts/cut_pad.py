@@ -16,29 +16,20 @@ left the ears of its face-cut and ears-cut cases in the image.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-from pathlib import Path
 
 from bids_deface.data import default_model_dir
 from bids_deface.masking import FaceModel
-from guard_margin import score  # docs/experiments/scripts/, run from the repository root
+from guard_margin import settings_command  # docs/experiments/scripts/, run from the repository root
 from mirror_tta import TUNING, table
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--heads", nargs="+", default=list(TUNING))
-    p.add_argument("--pads", type=float, nargs="+", default=[0.0, 24.0])
-    p.add_argument("--json", type=Path)
-    p.add_argument("--table", type=Path, help="print the table of rows saved by --json, scoring nothing")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.table:
-        print(table(json.loads(args.table.read_text()), "cut_pad_mm", "padded (mm)"))
-        return
-    models = {m: FaceModel(default_model_dir(), device="cpu", threads=2, cut_pad_mm=m) for m in args.pads}
-    print(table(score(args.heads, models, "cut_pad_mm", args.json), "cut_pad_mm", "padded (mm)"))
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--pads", type=float, nargs="+", default=[0.0, 24.0])
+
+    settings_command(TUNING, "cut_pad_mm", lambda rows: table(rows, "cut_pad_mm", "padded (mm)"),
+                     lambda args: {m: FaceModel(default_model_dir(), device="cpu", threads=2, cut_pad_mm=m)
+                                   for m in args.pads}, add_arguments)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,11 @@ a wider guard costs the ears where the brain is drawn well.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-from pathlib import Path
 
 from bids_deface.data import default_model_dir
 from bids_deface.evaluation.folds import summary_rows
 from bids_deface.masking import FaceModel
-from guard_margin import score  # docs/experiments/scripts/, run from the repository root
+from guard_margin import settings_command  # docs/experiments/scripts/, run from the repository root
 
 #: Training heads of the shipped model and of fold C (fold C's held-out heads left out).
 TUNING = ("ds000031", "colin27", "slicer_mrhead")
@@ -49,19 +46,14 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--heads", nargs="+", default=list(TUNING))
-    p.add_argument("--ear-guards", type=float, nargs="+", default=[4.0, 5.0, 6.0])
-    p.add_argument("--json", type=Path)
-    p.add_argument("--table", type=Path, help="print the table of rows saved by --json, scoring nothing")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.table:
-        print(table(json.loads(args.table.read_text())))
-        return
-    model = FaceModel(default_model_dir(), device="cpu", threads=2)
-    models = {g: _EarGuarded(model, g) for g in args.ear_guards}
-    print(table(score(args.heads, models, "ear_guard_mm", args.json)))
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--ear-guards", type=float, nargs="+", default=[4.0, 5.0, 6.0])
+
+    def models_of(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
+        model = FaceModel(default_model_dir(), device="cpu", threads=2)
+        return {g: _EarGuarded(model, g) for g in args.ear_guards}
+
+    settings_command(TUNING, "ear_guard_mm", table, models_of, add_arguments)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,26 @@ def main() -> None:
     print(table(score(args.heads, models, "margin", args.json)))
 
 
+def settings_command(heads: tuple[str, ...], key: str, table, models_of, add_arguments=None) -> None:  # type: ignore[no-untyped-def]
+    """The command line of an experiment scoring a few settings of the shipped model:
+    ``--heads``, ``--json`` (the rows, saved as :func:`score` goes) and ``--table`` (the
+    table of saved rows, scoring nothing), with the experiment's own arguments from
+    ``add_arguments(parser)``; ``models_of(args)`` gives ``{setting: model}`` and
+    ``table(rows)`` the Markdown table of the rows, whose setting is stored under ``key``."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--heads", nargs="+", default=list(heads))
+    if add_arguments is not None:
+        add_arguments(p)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--table", type=Path, help="print the table of rows saved by --json, scoring nothing")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return
+    print(table(score(args.heads, models_of(args), key, args.json)))
+
+
 def score(heads: list[str], models: dict, key: str, json_path: Path | None) -> list[dict]:  # type: ignore[type-arg]
     """Every evaluation case of ``heads`` masked by each of ``models`` (by a value stored
     under ``key`` in its rows) and scored as the held-out evaluation scores; the rows so

@@ -14,17 +14,13 @@ where the face meets it).
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-from pathlib import Path
 
 import numpy as np
 
 from bids_deface.data import default_model_dir
 from bids_deface.evaluation.folds import summary_rows
 from bids_deface.masking import FaceModel
-from guard_margin import score  # docs/experiments/scripts/, run from the repository root
+from guard_margin import settings_command  # docs/experiments/scripts/, run from the repository root
 
 #: Training heads of the shipped model (ds000031, colin27) and a head it never saw that
 #: the rules were tuned on (Slicer MRHead), as for the guard experiments.
@@ -59,17 +55,9 @@ def table(rows: list[dict], key: str = "mirror", title: str = "mirrored") -> str
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--heads", nargs="+", default=list(TUNING))
-    p.add_argument("--json", type=Path)
-    p.add_argument("--table", type=Path, help="print the table of rows saved by --json, scoring nothing")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.table:
-        print(table(json.loads(args.table.read_text())))
-        return
-    models = {m: FaceModel(default_model_dir(), device="cpu", threads=2, mirror=m) for m in (False, True)}
-    print(table(score(args.heads, models, "mirror", args.json)))
+    settings_command(TUNING, "mirror", table,
+                     lambda args: {m: FaceModel(default_model_dir(), device="cpu", threads=2, mirror=m)
+                                   for m in (False, True)})
 
 
 if __name__ == "__main__":
