@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .anatomy import bounding_box
+from .anatomy import bounding_box, tissue_level
 from .io import sha256_file
 
 __all__ = ["Logits", "Network", "ONNX_NAME", "sliding_window_starts",
@@ -229,9 +229,8 @@ class Network:
         of the image's and the mirrored image's, mirrored back. With ``cut_pad_mm`` > 0, each
         side of the image across ``cut_axes`` (axes of ``data``) that cuts through tissue
         (:func:`cut_sides`) is continued outward by that much, its last slice repeated,
-        before the network sees it, so that what the
-        field of view cuts lies inside the network's view; the logits are those of the
-        image's own voxels.
+        before the network sees it, so that what the field of view cuts lies inside the
+        network's view; the logits are those of the image's own voxels.
         """
         axes = tuple(int(a) for a in axes)
         if new_spacing is None:
@@ -283,16 +282,14 @@ CUT_SHARE = 0.05
 
 def cut_sides(image: np.ndarray) -> list[tuple[bool, bool]]:
     """For each axis, whether its first and its last slice cut through tissue: at least
-    ``CUT_SHARE`` of the slice lies above the image's tissue level (2 % of the way from
-    its 2nd to its 99.5th percentile, above 8 % of that range, as
-    :func:`bids_deface.anatomy.head_mask` draws the head).
+    ``CUT_SHARE`` of the slice lies above the image's
+    :func:`~bids_deface.anatomy.tissue_level`.
 
     >>> img = np.zeros((10, 10, 10), np.float32); img[2:, 3:7, 3:7] = 100.0
     >>> cut_sides(img)
     [(False, True), (False, False), (False, False)]
     """
-    lo, hi = np.percentile(image, [2.0, 99.5])
-    tissue = image > lo + 0.08 * (hi - lo)
+    tissue = image > tissue_level(image)
     out = []
     for axis in range(3):
         first = np.take(tissue, 0, axis=axis)
