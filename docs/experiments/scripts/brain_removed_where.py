@@ -3,7 +3,7 @@ from the network's brain, and where relative to the brain's centre (RAS, mm).
 
     python docs/experiments/scripts/brain_removed_where.py --fold C --heads pydeface_template volpack \\
         --cases "T1w 1 mm (real)"
-    python docs/experiments/scripts/brain_removed_where.py --model-dir models/Dataset801_FaceEars/nnUNetTrainer__nnUNetPlans__3d_fullres \
+    python docs/experiments/scripts/brain_removed_where.py --model-dir models/Dataset801_FaceEars/nnUNetTrainer__nnUNetPlans__3d_fullres \\
         --heads sag_child3 --cases "FLAIR 1 mm" "newborn 0.6 T1w" "child 0.7 FLAIR"
 """
 

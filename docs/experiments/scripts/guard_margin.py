@@ -45,14 +45,12 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--heads", nargs="+", default=["ds000031", "slicer_mrhead", "colin27"])
-    p.add_argument("--margins", type=float, nargs="+", default=[0.0, 1.0, 2.0])
-    p.add_argument("--json", type=Path)
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    models = {m: FaceModel(default_model_dir(), device="cpu", threads=2, guard_margin=m) for m in args.margins}
-    print(table(score(args.heads, models, "margin", args.json)))
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--margins", type=float, nargs="+", default=[0.0, 1.0, 2.0])
+
+    settings_command(("ds000031", "slicer_mrhead", "colin27"), "margin", table,
+                     lambda args: {m: FaceModel(default_model_dir(), device="cpu", threads=2, guard_margin=m)
+                                   for m in args.margins}, add_arguments)
 
 
 def settings_command(heads: tuple[str, ...], key: str, table, models_of, add_arguments=None) -> None:  # type: ignore[no-untyped-def]
