@@ -218,7 +218,7 @@ class Network:
 
     def logits(self, data: np.ndarray, spacing: Sequence[float], new_spacing: Sequence[float] | None = None,
                axes: Sequence[int] = (0, 1, 2), mirror: Sequence[int] = (), cut_pad_mm: float = 0.0,
-               cut_axes: Sequence[int] = (0, 1, 2)) -> Logits:
+               cut_axes: Sequence[int] = (0, 1, 2), cut_ends: tuple[bool, bool] = (True, True)) -> Logits:
         """Logits of ``data`` (3D, voxel sizes ``spacing``) on the grid of ``new_spacing``
         (default: the plan's) over its non-zero box, all in ``data``'s own axis order.
 
@@ -230,7 +230,8 @@ class Network:
         side of the image across ``cut_axes`` (axes of ``data``) that cuts through tissue
         (:func:`cut_sides`) is continued outward by that much, its last slice repeated,
         before the network sees it, so that what the field of view cuts lies inside the
-        network's view; the logits are those of the image's own voxels.
+        network's view; the logits are those of the image's own voxels. ``cut_ends`` says
+        which ends of those axes may be continued: the first slice's, the last slice's.
         """
         axes = tuple(int(a) for a in axes)
         if new_spacing is None:
@@ -247,7 +248,8 @@ class Network:
         pads = [(0, 0)] * 3
         if cut_pad_mm > 0:
             model_spacing = [new_spacing[a] for a in order]
-            pads = [(int(np.ceil(cut_pad_mm / sp)) if lo else 0, int(np.ceil(cut_pad_mm / sp)) if hi else 0)
+            pads = [(int(np.ceil(cut_pad_mm / sp)) if lo and cut_ends[0] else 0,
+                     int(np.ceil(cut_pad_mm / sp)) if hi and cut_ends[1] else 0)
                     if a in cut_axes else (0, 0)
                     for sp, a, (lo, hi) in zip(model_spacing, order, cut_sides(image))]
             image = np.pad(image, pads, mode="edge")

@@ -175,8 +175,25 @@ def _from_ras(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(back)
 
 
+#: The most brain (mm²) on an image's bottom slice of a brain the field of view does not
+#: cut: a brainstem running out of the image (common in axial clinical scans) stays below
+#: it; a cut through the cerebellum or the temporal lobes does not.
+BRAINSTEM_MM2 = 400.0
+
+
+def brain_cut_below(brain: np.ndarray, zooms: Sequence[float]) -> bool:
+    """Whether ``brain`` (RAS axis order, its largest part) runs out of the image's
+    bottom: more than :data:`BRAINSTEM_MM2` of it on the bottom slice.
+
+    >>> brain = np.zeros((40, 40, 40), bool); brain[5:35, 5:35, 5:35] = True
+    >>> brain_cut_below(brain, (3.0, 3.0, 3.0)), brain_cut_below(brain[:, :, 10:], (3.0, 3.0, 3.0))
+    (False, True)
+    """
+    return bool(np.count_nonzero(brain[:, :, 0]) * float(zooms[0]) * float(zooms[1]) > BRAINSTEM_MM2)
+
+
 def head_scale(brain: np.ndarray, zooms: Sequence[float], border_mm2: float = 50.0,
-               brainstem_mm2: float = 400.0, largest: bool = False) -> float | None:
+               brainstem_mm2: float = BRAINSTEM_MM2, largest: bool = False) -> float | None:
     """Linear size of a head relative to the adult training heads, from the volume of its
     predicted brain: ``(volume / ADULT_BRAIN_ML) ** (1/3)``.
 
@@ -348,6 +365,11 @@ class FaceModel:
         Where the field of view cuts through the head at its top or bottom (a slab from the
         orbits up), the mask's predictions see the image continued up or down by this much
         (:func:`bids_deface.engine.cut_sides`); 0: as it is. :meth:`label_map_ras` never pads.
+    slab_pad_mm : float
+        Where the network's brain runs out of the image's bottom (:func:`brain_cut_below`:
+        a slab from the orbits up), the network runs once more on the image continued down
+        by this much, and that pass makes the mask; 0: never. An image whose brain is not
+        cut so is masked as without it.
 
     The network runs in :class:`bids_deface.engine.Network` (ONNX Runtime on the CPU when
     the folder holds its checkpoint's ONNX export, PyTorch otherwise).
@@ -362,6 +384,7 @@ class FaceModel:
         guard_margin: float = 0.0,
         mirror: bool = False,
         cut_pad_mm: float = 0.0,
+        slab_pad_mm: float = 0.0,
     ) -> None:
         from .engine import Network
 
@@ -372,6 +395,7 @@ class FaceModel:
         self.guard_margin = float(guard_margin)
         self.mirror = bool(mirror)
         self.cut_pad_mm = float(cut_pad_mm)
+        self.slab_pad_mm = float(slab_pad_mm)
         if threads:
             torch.set_num_threads(int(threads))
         set_threads(threads or torch.get_num_threads())
@@ -394,16 +418,20 @@ class FaceModel:
         return tuple(round(s * factor, 3) for s in self.spacing_zyx)
 
     def _labels_ras(self, ras: np.ndarray, ras_zooms: np.ndarray, spacing_zyx: tuple[float, ...] | None = None,
-                    clock: _Clock | None = None, plain: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    clock: _Clock | None = None, plain: bool = False,
+                    pad_below: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Label map and guard brain (:func:`upsample_labels`) of an image in RAS axis
         order (:func:`_to_ras`), with the model seeing it at ``spacing_zyx`` (nnU-Net's
         ``[z, y, x]`` order; default: the plan's), mirrored and padded as the model's
-        ``mirror`` and ``cut_pad_mm`` say unless ``plain``: C-contiguous RAS arrays."""
+        ``mirror`` and ``cut_pad_mm`` say unless ``plain``, continued down by
+        ``slab_pad_mm`` where ``pad_below``: C-contiguous RAS arrays."""
         spacing = [float(z) for z in ras_zooms]
+        pad: dict = {"cut_pad_mm": 0.0 if plain else self.cut_pad_mm, "cut_axes": (2,)}
+        if pad_below:
+            pad = {"cut_pad_mm": self.slab_pad_mm, "cut_axes": (2,), "cut_ends": (True, False)}
         # nnU-Net's NibabelIO convention: the network sees RAS [x, y, z] as [z, y, x]
         logits = self._network.logits(ras, spacing, (spacing_zyx or self.spacing_zyx)[::-1], axes=(2, 1, 0),
-                                      mirror=(0,) if self.mirror and not plain else (),
-                                      cut_pad_mm=0.0 if plain else self.cut_pad_mm, cut_axes=(2,))
+                                      mirror=(0,) if self.mirror and not plain else (), **pad)
         if clock is not None:
             clock.lap("network")
         shape = [b.stop - b.start for b in logits.box]
@@ -484,6 +512,12 @@ class FaceModel:
         clock.lap("conform")
         seg, guard_brain = self._labels_ras(ras, ras_zooms, clock=clock)
         brain = largest_component(seg == LABELS["brain"])
+        if self.slab_pad_mm > 0 and brain_cut_below(brain, zooms):
+            # a slab from the orbits up: the network sees what its bottom cuts continued down
+            logger.info("the brain runs out of the image's bottom: the network sees the image continued "
+                        "%.0f mm down", self.slab_pad_mm)
+            seg, guard_brain = self._labels_ras(ras, ras_zooms, clock=clock, pad_below=True)
+            brain = largest_component(seg == LABELS["brain"])
         kind = judge_input(ras, zooms, brain, seg == LABELS["face"], largest=True)
         clock.lap("input_kind")
         if not kind.removable:

@@ -287,3 +287,26 @@ def test_prone_head_under_a_supine_header(model: FaceModel, s1_2mm: nib.Nifti1Im
     # the sidecar's flags ask for a look at a head masked turned back, and only then
     assert pose_flags(prone.last) == ("head_turned",)
     assert pose_flags(s1_prediction) == () and pose_flags(as_it_lies.last) == ()
+
+
+def test_slab_pad_continues_only_a_slab_cut_through_the_brain(model: FaceModel, s1_2mm: nib.Nifti1Image,
+                                                              s1_prediction) -> None:  # type: ignore[no-untyped-def]
+    """``slab_pad_mm``: a whole head is masked as without it; a slab from below the eyes up,
+    whose brain runs out of the image's bottom, is masked from the image continued down."""
+    from bids_deface.masking import brain_cut_below
+
+    padding = FaceModel(default_model_dir(), device="cpu", threads=2, slab_pad_mm=24.0)
+    assert np.array_equal(padding.predict(s1_2mm).face, s1_prediction.face)
+
+    canonical = nib.as_closest_canonical(s1_2mm)
+    eyes_z = np.mean([load_landmarks("pycortex_s1")[k][2] for k in ("eye_right", "eye_left")])
+    k0 = int(np.linalg.inv(canonical.affine)[2] @ [0.0, 0.0, eyes_z - 12.0, 1.0])
+    affine = canonical.affine.copy()
+    affine[:3, 3] += affine[:3, 2] * k0
+    slab = nib.Nifti1Image(np.asanyarray(canonical.dataobj)[:, :, k0:], affine)
+    plain = model.predict(slab, upright=False)
+    zooms = np.asarray(slab.header.get_zooms()[:3])
+    assert brain_cut_below(plain.brain, zooms)
+    padded = padding.predict(slab, upright=False)
+    assert padded.face.shape == plain.face.shape
+    assert 0 < np.count_nonzero(padded.face != plain.face) < 0.5 * np.count_nonzero(plain.face)
