@@ -370,6 +370,9 @@ class FaceModel:
         a slab from the orbits up), the network runs once more on the image continued down
         by this much, and that pass makes the mask; 0: never. An image whose brain is not
         cut so is masked as without it.
+    slab_guard_both : bool
+        With ``slab_pad_mm``, the brain guard keeps its distance from the brain of both
+        passes (the image as it is, and continued), not the continued pass's alone.
 
     The network runs in :class:`bids_deface.engine.Network` (ONNX Runtime on the CPU when
     the folder holds its checkpoint's ONNX export, PyTorch otherwise).
@@ -384,7 +387,8 @@ class FaceModel:
         guard_margin: float = 0.0,
         mirror: bool = False,
         cut_pad_mm: float = 0.0,
-        slab_pad_mm: float = 0.0,
+        slab_pad_mm: float = 24.0,
+        slab_guard_both: bool = False,
     ) -> None:
         from .engine import Network
 
@@ -396,6 +400,7 @@ class FaceModel:
         self.mirror = bool(mirror)
         self.cut_pad_mm = float(cut_pad_mm)
         self.slab_pad_mm = float(slab_pad_mm)
+        self.slab_guard_both = bool(slab_guard_both)
         if threads:
             torch.set_num_threads(int(threads))
         set_threads(threads or torch.get_num_threads())
@@ -516,7 +521,8 @@ class FaceModel:
             # a slab from the orbits up: the network sees what its bottom cuts continued down
             logger.info("the brain runs out of the image's bottom: the network sees the image continued "
                         "%.0f mm down", self.slab_pad_mm)
-            seg, guard_brain = self._labels_ras(ras, ras_zooms, clock=clock, pad_below=True)
+            seg, padded_brain = self._labels_ras(ras, ras_zooms, clock=clock, pad_below=True)
+            guard_brain = guard_brain | padded_brain if self.slab_guard_both else padded_brain
             brain = largest_component(seg == LABELS["brain"])
         kind = judge_input(ras, zooms, brain, seg == LABELS["face"], largest=True)
         clock.lap("input_kind")

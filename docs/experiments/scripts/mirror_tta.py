@@ -46,7 +46,7 @@ def table(rows: list[dict], key: str = "mirror", title: str = "mirrored") -> str
                 v = [r[key] for r in sel if isinstance(r.get(key), float) and not np.isnan(r[key])]
                 return f"{np.median(v):.1f}, {max(v):.1f}" if v else "–"
 
-            shown = ("yes" if m else "no") if isinstance(m, bool) else f"{m:g}"
+            shown = ("yes" if m else "no") if isinstance(m, bool) else m if isinstance(m, str) else f"{m:g}"
             lines.append(f"| {shown} | {', '.join(group) if len(group) < len(heads) else 'all'} | "
                          f"{n['pass']} of {n['cases']} | {n['brain_removed_cases']} "
                          f"({sum(r['brain_removed'] for r in sel)}) | {n['ears_short']} | "
