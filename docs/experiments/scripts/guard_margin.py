@@ -83,7 +83,7 @@ def score(heads: list[str], models: dict, key: str, json_path: Path | None) -> l
             for value, model in models.items():
                 row = evaluate_case(model, case)
                 rows.append({"head": head, key: value, **{k: v for k, v in row.items() if k != "timings"}})
-                logger.info("%s | %s | %s %g: pass %s, brain %s", head, case.name, key, value, row["pass"],
+                logger.info("%s | %s | %s %s: pass %s, brain %s", head, case.name, key, value, row["pass"],
                             row["brain_removed"])
         if json_path:
             json_path.parent.mkdir(parents=True, exist_ok=True)
