@@ -388,7 +388,7 @@ class FaceModel:
         mirror: bool = False,
         cut_pad_mm: float = 0.0,
         slab_pad_mm: float = 24.0,
-        slab_guard_both: bool = False,
+        slab_guard_both: bool = True,
     ) -> None:
         from .engine import Network
 

@@ -311,3 +311,8 @@ def test_slab_pad_continues_only_a_slab_cut_through_the_brain(model: FaceModel, 
     padded = padding.predict(slab, upright=False)
     assert padded.face.shape == plain.face.shape
     assert 0 < np.count_nonzero(padded.face != plain.face) < 0.5 * np.count_nonzero(plain.face)
+    # guarded from the brain of both passes (the default): never more removed than when
+    # guarded from the continued pass's brain alone
+    alone = FaceModel(default_model_dir(), device="cpu", threads=2, slab_pad_mm=24.0,
+                      slab_guard_both=False).predict(slab, upright=False)
+    assert padding.slab_guard_both and not np.any(padded.face & ~alone.face)
