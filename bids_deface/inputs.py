@@ -20,7 +20,10 @@ intensities and the model's brain only as a reference position:
   image's edge cuts it) lies within ``SURFACE_BAND_MM`` of the predicted brain. A head's
   surface is its skin, beyond scalp and skull; a skull-stripped brain's is its cortex,
   and that holds where the predicted brain falls short of parts of it (the cerebellum,
-  a frontal pole), which leave more than ``FACE_TISSUE_ML`` far from it;
+  a frontal pole), which leave more than ``FACE_TISSUE_ML`` far from it — unless
+  ``STRIPPED_FAR_TISSUE_ML`` or more of tissue lies farther than ``FACE_REACH_MM`` from
+  the brain: that is a face, not what a skull-stripping leaves (a head whose vertex was
+  blanked exposes its brain to background without losing its face);
 * ``not_head`` — otherwise a head, but most of its tissue (``UNIFORM_SHARE`` or more)
   lies within ``UNIFORM_BAND`` of one intensity: a phantom's fluid (a head's many tissues
   spread its intensities, a skull-stripped brain's less so; the network may take a
@@ -42,7 +45,8 @@ from .anatomy import block_factors, block_reduce, distance_mm, head_mask, larges
 
 __all__ = ["InputKind", "judge_input", "neighbour_correlation", "uniform_share", "outer_surface", "surface_near_brain",
            "KIND_FLAGS", "MIN_BRAIN_ML", "MIN_LEVELS", "FACE_TISSUE_ML", "FACE_REACH_MM",
-           "NOISE_CORRELATION", "UNIFORM_SHARE", "UNIFORM_BAND", "SURFACE_BAND_MM", "SURFACE_SHARE"]
+           "NOISE_CORRELATION", "UNIFORM_SHARE", "UNIFORM_BAND", "SURFACE_BAND_MM", "SURFACE_SHARE",
+           "STRIPPED_FAR_TISSUE_ML"]
 
 #: Brain volume below which the model is taken to have found no brain (mL).
 MIN_BRAIN_ML = 40.0
@@ -55,6 +59,10 @@ FACE_REACH_MM = 15.0
 #: copies 0.30–0.42, heads at most 0.20 (newborn sizes; adult-size heads at most 0.08).
 SURFACE_BAND_MM = 3.0
 SURFACE_SHARE = 0.25
+#: Tissue farther than ``FACE_REACH_MM`` from the brain (mL) at and above which the surface
+#: rule does not apply: skull-stripped copies of real heads keep 2.8-13.7 mL there (21.9 with
+#: another network), volpack's head, its vertex blanked, 1019 mL.
+STRIPPED_FAR_TISSUE_ML = 100.0
 #: An image with fewer distinct intensities than this (on a lattice of ~1 M voxels) is a
 #: mask, a label map or a drawn object, not an MR image of a head.
 MIN_LEVELS = 16
@@ -222,5 +230,6 @@ def judge_input(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray,
     elif uniform >= UNIFORM_SHARE:
         kind = "not_head"  # a phantom: one fluid fills most of it
     else:
-        kind = "head" if share < SURFACE_SHARE else "no_face"
+        stripped = share >= SURFACE_SHARE and face_tissue_ml < STRIPPED_FAR_TISSUE_ML
+        kind = "no_face" if stripped else "head"
     return InputKind(kind, face_tissue_ml, brain_ml, corr, tissue_ml, uniform, share)

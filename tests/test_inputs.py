@@ -148,3 +148,21 @@ def test_a_stripped_brain_whose_predicted_brain_misses_a_part_is_told_by_its_sur
     assert stripped.surface_share >= SURFACE_SHARE and stripped.kind == "no_face"
     whole = judge_input(data, zooms, short)
     assert whole.kind == "head" and whole.surface_share < SURFACE_SHARE / 3
+
+
+@pytest.mark.slow
+def test_a_head_whose_vertex_was_blanked_is_still_a_head(shipped_model) -> None:  # type: ignore[no-untyped-def]
+    """volpack's real 2 mm head has a wedge at its vertex set to zero: a third of its
+    outer surface lies on its brain, as a skull-stripped image's does, but its face and
+    ears lie far from the brain: a head, masked as one."""
+    from bids_deface.inputs import STRIPPED_FAR_TISSUE_ML, SURFACE_SHARE
+
+    from .conftest import _fetch
+
+    img = nib.load(_fetch("volpack", "volpack"))
+    pred = shipped_model.predict(img)
+    kind = pred.input_kind
+    assert kind.surface_share >= SURFACE_SHARE  # the surface rule alone would take it for skull-stripped
+    assert kind.face_tissue_ml >= STRIPPED_FAR_TISSUE_ML and kind.kind == "head"
+    removed_ml = np.count_nonzero(pred.face) * float(np.prod(img.header.get_zooms()[:3])) / 1000
+    assert removed_ml > 300
