@@ -40,7 +40,7 @@ from .evidence import FEATURES
 from .outcomes import VERDICTS
 from .verdict import Forest, rule_verdict
 
-__all__ = ["samples", "fit_forest", "choose_thresholds", "apply_thresholds", "heldout", "MIN_ACCURACY", "MAX_REFERRAL"]
+__all__ = ["samples", "fit_forest", "class_probabilities", "choose_thresholds", "apply_thresholds", "heldout", "MIN_ACCURACY", "MAX_REFERRAL"]
 
 logger = logging.getLogger("bids_deface.qc")
 
@@ -107,16 +107,22 @@ def ruled_by(x: np.ndarray) -> list[str | None]:
     return [rule_verdict(dict(zip(FEATURES, (math.nan if v == -1.0 else float(v) for v in row)))) for row in x]
 
 
+def class_probabilities(forest, x: np.ndarray, classes: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Probabilities of ``forest`` (scikit-learn) for rows ``x``, one column per class of
+    ``classes`` (0 for a class the forest never saw)."""
+    p = np.zeros((len(x), len(classes)))
+    for j, c in enumerate(forest.classes_):
+        p[:, classes.index(c)] = forest.predict_proba(x)[:, j]
+    return p
+
+
 def _oof(x: np.ndarray, y: np.ndarray, heads: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Out-of-fold probabilities by leaving one head out at a time."""
     classes = sorted(set(y))
     p = np.zeros((len(y), len(classes)))
     for h in sorted(set(heads)):
         test = heads == h
-        f = fit_forest(x[~test], y[~test])
-        ph = f.predict_proba(x[test])
-        for j, c in enumerate(f.classes_):
-            p[test, classes.index(c)] = ph[:, j]
+        p[test] = class_probabilities(fit_forest(x[~test], y[~test]), x[test], classes)
     return p, classes
 
 
@@ -134,10 +140,7 @@ def heldout(x: np.ndarray, y: np.ndarray, heads: np.ndarray) -> tuple[np.ndarray
         p_in, classes = _oof(x[~test], y[~test], heads[~test])
         free = ~ruled[~test]
         t, tp = choose_thresholds(p_in[free], y[~test][free], classes)
-        f = fit_forest(x[~test], y[~test])
-        ph = np.zeros((int(test.sum()), len(classes)))
-        for j, c in enumerate(f.classes_):
-            ph[:, classes.index(c)] = f.predict_proba(x[test])[:, j]
+        ph = class_probabilities(fit_forest(x[~test], y[~test]), x[test], classes)
         verdicts[test] = apply_thresholds(ph, classes, t, tp)
         likeliest[test] = np.asarray(classes)[ph.argmax(1)]
         probs[test] = ph.max(1)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_deface.qc.train import _GRID, MIN_ACCURACY, REFER_ALL, _oof, fit_forest, ruled_by, samples
+from bids_deface.qc.train import (_GRID, MIN_ACCURACY, REFER_ALL, _oof, class_probabilities, fit_forest,
+                                  ruled_by, samples)
 
 
 def per_verdict_thresholds(p: np.ndarray, y: np.ndarray, classes: list[str]) -> dict[str, float]:
@@ -50,10 +51,7 @@ def main() -> None:
         test = heads == h
         p_in, classes = _oof(x[~test], y[~test], heads[~test])
         th = per_verdict_thresholds(p_in[~ruled[~test]], y[~test][~ruled[~test]], classes)
-        forest = fit_forest(x[~test], y[~test])
-        ph = np.zeros((int(test.sum()), len(classes)))
-        for j, c in enumerate(forest.classes_):
-            ph[:, classes.index(c)] = forest.predict_proba(x[test])[:, j]
+        ph = class_probabilities(fit_forest(x[~test], y[~test]), x[test], classes)
         best, prob = np.asarray(classes)[ph.argmax(1)], ph.max(1)
         given[test] = [b if pr >= th[b] else "review" for b, pr in zip(best, prob)]
         print(f"held out {h}: thresholds " + ", ".join(f"{c} {t:.2f}" for c, t in th.items()))
