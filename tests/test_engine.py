@@ -81,6 +81,9 @@ def test_cut_pad_continues_only_a_cut_head(s1_2mm: nib.Nifti1Image) -> None:
     plain = net.logits(slab, spacing).values
     padded = net.logits(slab, spacing, cut_pad_mm=24.0, cut_axes=(0,)).values
     assert padded.shape == plain.shape
+    # only the first slice's end may be continued, or only the last's (which cuts nothing)
+    assert torch.equal(net.logits(slab, spacing, cut_pad_mm=24.0, cut_axes=(0,), cut_ends=(True, False)).values, padded)
+    assert torch.equal(net.logits(slab, spacing, cut_pad_mm=24.0, cut_axes=(0,), cut_ends=(False, True)).values, plain)
     changed = (padded.argmax(0) != plain.argmax(0)).float().mean()
     assert 0.001 < float(changed) < 0.2
 
