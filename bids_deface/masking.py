@@ -181,15 +181,15 @@ def _from_ras(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
 BRAINSTEM_MM2 = 400.0
 
 
-def brain_cut_below(brain: np.ndarray, zooms: Sequence[float]) -> bool:
+def brain_cut_below(brain: np.ndarray, zooms: Sequence[float], limit_mm2: float = BRAINSTEM_MM2) -> bool:
     """Whether ``brain`` (RAS axis order, its largest part) runs out of the image's
-    bottom: more than :data:`BRAINSTEM_MM2` of it on the bottom slice.
+    bottom: more than ``limit_mm2`` of it on the bottom slice.
 
     >>> brain = np.zeros((40, 40, 40), bool); brain[5:35, 5:35, 5:35] = True
     >>> brain_cut_below(brain, (3.0, 3.0, 3.0)), brain_cut_below(brain[:, :, 10:], (3.0, 3.0, 3.0))
     (False, True)
     """
-    return bool(np.count_nonzero(brain[:, :, 0]) * float(zooms[0]) * float(zooms[1]) > BRAINSTEM_MM2)
+    return bool(np.count_nonzero(brain[:, :, 0]) * float(zooms[0]) * float(zooms[1]) > limit_mm2)
 
 
 def head_scale(brain: np.ndarray, zooms: Sequence[float], border_mm2: float = 50.0,
@@ -228,11 +228,12 @@ def head_scale(brain: np.ndarray, zooms: Sequence[float], border_mm2: float = 50
     if not largest:
         brain = largest_component(brain)
     zooms = tuple(float(z) for z in zooms)
+    if brain_cut_below(brain, zooms, brainstem_mm2):
+        return None
     for axis in range(3):
         face_mm2 = float(np.prod([z for k, z in enumerate(zooms) if k != axis]))
-        for end in (0, -1):
-            area = np.count_nonzero(brain[(slice(None),) * axis + (end,)]) * face_mm2
-            if area > (brainstem_mm2 if (axis, end) == (2, 0) else border_mm2):
+        for end in ((-1,) if axis == 2 else (0, -1)):
+            if np.count_nonzero(brain[(slice(None),) * axis + (end,)]) * face_mm2 > border_mm2:
                 return None
     ml = float(np.count_nonzero(brain)) * float(np.prod(zooms)) / 1000.0
     return (ml / ADULT_BRAIN_ML) ** (1.0 / 3.0)
@@ -431,12 +432,11 @@ class FaceModel:
         ``mirror`` and ``cut_pad_mm`` say unless ``plain``, continued down by
         ``slab_pad_mm`` where ``pad_below``: C-contiguous RAS arrays."""
         spacing = [float(z) for z in ras_zooms]
-        pad: dict = {"cut_pad_mm": 0.0 if plain else self.cut_pad_mm, "cut_axes": (2,)}
-        if pad_below:
-            pad = {"cut_pad_mm": self.slab_pad_mm, "cut_axes": (2,), "cut_ends": (True, False)}
+        cut_pad_mm = self.slab_pad_mm if pad_below else 0.0 if plain else self.cut_pad_mm
         # nnU-Net's NibabelIO convention: the network sees RAS [x, y, z] as [z, y, x]
         logits = self._network.logits(ras, spacing, (spacing_zyx or self.spacing_zyx)[::-1], axes=(2, 1, 0),
-                                      mirror=(0,) if self.mirror and not plain else (), **pad)
+                                      mirror=(0,) if self.mirror and not plain else (), cut_pad_mm=cut_pad_mm,
+                                      cut_axes=(2,), cut_ends=(True, not pad_below))
         if clock is not None:
             clock.lap("network")
         shape = [b.stop - b.start for b in logits.box]
