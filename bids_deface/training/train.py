@@ -42,6 +42,8 @@ STASH_PLANS = "plans.json"
 STASH_PROGRESS = "progress.json"
 #: Seconds between two stashes during training (the last epoch is always stashed).
 STASH_EVERY_S = 1800.0
+#: Initial learning rate of nnU-Net's poly schedule (its default).
+INITIAL_LR = 1e-2
 MIRROR_AXES = (2,)
 """Axes along which test-time mirroring is valid, on nnU-Net's (z, y, x) arrays of images
 reoriented to RAS: x, left-right only. The network only ever sees heads facing anterior and
@@ -202,7 +204,7 @@ def _trainer_class():  # type: ignore[no-untyped-def]
             self.num_iterations_per_epoch = 50
             self.num_val_iterations_per_epoch = 5
             self.save_every = 1
-            self.initial_lr = 1e-2
+            self.initial_lr = INITIAL_LR
 
         def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):  # type: ignore[no-untyped-def]
             patch = self.configuration_manager.patch_size
@@ -236,7 +238,7 @@ def _trainer_class():  # type: ignore[no-untyped-def]
 
 
 def _make_trainer(work: Path, epochs: int, device: str, iterations: int = 50,  # type: ignore[no-untyped-def]
-                  workers: int = 0):
+                  workers: int = 0, lr: float = INITIAL_LR):
     import torch
 
     set_nnunet_paths(work)
@@ -250,18 +252,22 @@ def _make_trainer(work: Path, epochs: int, device: str, iterations: int = 50,  #
     cls = _trainer_class()
     trainer = cls(plans, CONFIG, "all", dataset_json, torch.device(device))
     trainer.num_epochs = epochs
+    trainer.initial_lr = lr
     trainer.num_iterations_per_epoch = iterations
     trainer.num_val_iterations_per_epoch = max(1, iterations // 10)
     return trainer
 
 
 def fit(work: Path, epochs: int, device: str = "cpu", threads: int = 2, iterations: int = 50,
-        pretrained: Path | None = None, workers: int = 0, stash_dir: Path | None = None) -> Path:
+        pretrained: Path | None = None, workers: int = 0, stash_dir: Path | None = None,
+        lr: float = INITIAL_LR) -> Path:
     """Train (or resume from the latest checkpoint) for ``epochs`` epochs of ``iterations``.
 
     ``pretrained``: a checkpoint (nnU-Net's, or an exported model's) whose network weights
     start a new run, e.g. the 4 mm model for a plan at a finer spacing (same architecture
     and labels). Ignored when the run resumes from its own checkpoint.
+    ``lr``: the initial learning rate of the poly schedule (give the same one when resuming:
+    the schedule recomputes the rate from it every epoch).
     ``stash_dir``: resume from the state stashed there when ``work`` has no checkpoint
     (:func:`unstash`), and stash the state there every ``STASH_EVERY_S`` seconds and at the
     end (:func:`stash`).
@@ -271,7 +277,7 @@ def fit(work: Path, epochs: int, device: str = "cpu", threads: int = 2, iteratio
     torch.set_num_threads(threads)
     if stash_dir is not None:
         unstash(work, stash_dir)
-    trainer = _make_trainer(work, epochs, device, iterations, workers)
+    trainer = _make_trainer(work, epochs, device, iterations, workers, lr)
     trainer.stash_dir, trainer.work = stash_dir, work
     out = Path(trainer.output_folder)
     for name in ("checkpoint_latest.pth", "checkpoint_final.pth"):
@@ -324,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0,
                         help="fit: data-loading worker processes (0: in the training process)")
+    parser.add_argument("--lr", type=float, default=INITIAL_LR,
+                        help="fit: initial learning rate (the same on every resume)")
     parser.add_argument("--pretrained", type=Path,
                         help="fit: start a new run from this checkpoint's network weights")
     parser.add_argument("--stash", type=Path,
@@ -337,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
              plans_from=stashed if stashed is not None and stashed.is_file() else None)
     elif args.stage == "fit":
         fit(args.work, args.epochs, args.device, args.threads, args.iterations, args.pretrained,
-            args.workers, args.stash)
+            args.workers, args.stash, args.lr)
     else:
         logger.info("%.2f s per iteration", speed(args.work, threads=args.threads))
     return 0
