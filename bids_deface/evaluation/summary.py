@@ -62,7 +62,9 @@ def summary_markdown(folds: dict[str, list[dict]], sources: dict[str, str], comm
     lines = [
         "# Every real head, scored by a model that never saw it",
         "",
-        "One row per real head, counted from its fold's table (nothing scored again). The "
+        "One row per real image of a head, counted from its fold's table (nothing scored again; "
+        "the images that are not heads are left out, and `brainbrowser_rescan` is a second scan "
+        "of `brainbrowser`'s person). The "
         "thresholds are those of the fold tables ([validation](README.md)): eyes, nose and mouth "
         "≥ 0.99 and each eyeball ≥ 0.99; each ear ≥ 0.95 where in view; no voxel of deepbet's "
         "brain removed; skull-stripped images: nothing removed. `short` / `over`: how far the "
@@ -76,7 +78,7 @@ def summary_markdown(folds: dict[str, list[dict]], sources: dict[str, str], comm
         lines.append(f"| {r['fold']} | {r['head']} | {r['cases']} | {r['pass']} | {r['brain_cases']}"
                      f" ({r['brain_most']}) | {r['face_short']} | {r['ear_short']} | {r['short_mm']} | {r['over_mm']} |")
     total = {k: sum(r[k] for r in rows) for k in ("cases", "pass", "brain_cases", "face_short", "ear_short")}
-    lines.append(f"| all | {len(rows)} heads | {total['cases']} | **{total['pass']}** | {total['brain_cases']} | "
+    lines.append(f"| all | {len(rows)} real images | {total['cases']} | **{total['pass']}** | {total['brain_cases']} | "
                  f"{total['face_short']} | {total['ear_short']} | | |")
     lines += ["", "Rows from: " + "; ".join(f"fold {k}: `{v}`" for k, v in sources.items()) + ".", "",
               "```", command, "```", ""]
