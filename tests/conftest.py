@@ -33,3 +33,10 @@ def s1_2mm(s1_path: Path) -> nib.Nifti1Image:
     from bids_deface.evaluation.cases import block_means
 
     return block_means(nib.load(s1_path))
+
+
+@pytest.fixture(scope="session")
+def clinical_ce_t1() -> nib.Nifti1Image:
+    """A real clinical contrast-enhanced T1, 0.78×0.78×6.5 mm axial, from the nose up
+    (pyradiomics 3.1.0's brain2; a 33 MB sdist)."""
+    return nib.load(_fetch("pyradiomics_brain2", "pyradiomics"))

@@ -29,3 +29,4 @@ def test_a_brainbrowser_volume_keeps_each_voxel_at_its_world_position() -> None:
         assert np.allclose(world[:3], [10.0 - i, -20.0 + 1.5 * j, 30.0 - 2.0 * k])
         assert data[i, j, k] == stored[k, i, j]
     assert int(img.header["qform_code"]) == 1 and int(img.header["sform_code"]) == 1
+    assert img.header.get_xyzt_units() == ("mm", "sec")

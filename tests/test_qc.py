@@ -100,3 +100,21 @@ def test_verdicts_on_a_real_head_as_the_acceptance_asks(judged: dict) -> None:
     assert judged["untouched"].verdict == "not-defaced"
     assert judged["own"].verdict == "pass" and judged["own_alone"].verdict == "pass"
     assert judged["eyes_left"].verdict == "face-remaining"
+
+
+@pytest.mark.slow
+def test_a_defaced_clinical_head_is_judged_as_the_head_it_was(clinical_ce_t1: nib.Nifti1Image) -> None:
+    # Removing the face leaves this real contrast-enhanced T1's tissue more uniform, near
+    # the share at which a phantom is told; judged with its original it stays a head,
+    # and the verdict comes from the evidence, not from a "not a head" note.
+    from bids_deface.data import default_model_dir
+    from bids_deface.deface import deface_image
+    from bids_deface.masking import FaceModel
+
+    model = FaceModel(default_model_dir(), device="cpu", threads=2)
+    pred = model.predict(clinical_ce_t1)
+    assert pred.input_kind is not None and pred.input_kind.kind == "head"
+    raw = deface_image(clinical_ce_t1, pred.face)
+    paired = judge_image(model, clinical_ce_t1, raw, pred.label_map())
+    assert paired.evidence.kind == "head" and "not_a_head" not in paired.notes
+    assert paired.evidence.features["orig_removed_ml"] > 300

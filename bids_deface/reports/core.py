@@ -116,7 +116,15 @@ class ReportRun:
 
 
 def _fmt(value: Any, unit: str = "") -> str:
-    """Human-readable text of a sidecar value; an em dash for missing ones."""
+    """Human-readable text of a sidecar value; an em dash for missing ones.
+
+    Examples
+    --------
+    >>> _fmt({"Pitch": 6.3, "Roll": -1.0, "Yaw": -1.0}, "°")
+    'pitch 6.3, roll -1.0, yaw -1.0 °'
+    >>> _fmt({"Pitch": None, "Roll": -5.0, "Yaw": 0.0}, "°")
+    'pitch not measured, roll -5.0, yaw 0 °'
+    """
     if value is None or value == "":
         return "\u2014"
     if isinstance(value, bool):
@@ -130,8 +138,9 @@ def _fmt(value: Any, unit: str = "") -> str:
     elif isinstance(value, (list, tuple)):
         text = ", ".join(_fmt(v) for v in value) if value else "none"
     elif isinstance(value, Mapping) and value and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
-        text = ", ".join(f"{str(k).lower()} {_fmt(v)}" for k, v in value.items())
+            v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+        # e.g. a head's pose, whose pitch is not measured where the field of view cuts the brain
+        text = ", ".join(f"{str(k).lower()} {'not measured' if v is None else _fmt(v)}" for k, v in value.items())
     elif isinstance(value, Mapping):
         text = json.dumps(value, default=str)
     else:

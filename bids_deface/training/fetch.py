@@ -132,10 +132,7 @@ def fetch_volpack(cache: Path, work: Path) -> None:
     # down (the volume is stored upside down) and columns from the face backwards
     data = np.ascontiguousarray(vol.transpose(0, 2, 1))  # -> [left-right, ant-post, sup-inf]
     affine = np.array([[2.0, 0, 0, -84.0], [0, -2.0, 0, 110.0], [0, 0, -2.0, 150.0], [0, 0, 0, 1]])
-    img = nib.Nifti1Image(data, affine)
-    img.set_qform(affine, 1)
-    img.set_sform(affine, 1)
-    nib.save(img, cache / "volpack.nii.gz")
+    nib.save(_with_qform(nib.Nifti1Image(data, affine)), cache / "volpack.nii.gz")
 
 
 def fetch_itk(cache: Path, work: Path) -> None:
@@ -200,8 +197,10 @@ def _brainbrowser_volume(header: bytes, raw: bytes) -> nib.Nifti1Image:
 
 
 def _with_qform(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """``img`` with its affine as both qform and sform (scanner) and its units in mm."""
     img.set_qform(img.affine, 1)
     img.set_sform(img.affine, 1)
+    img.header.set_xyzt_units("mm", "sec")
     return img
 
 
