@@ -36,7 +36,7 @@ __all__ = ["QC_CASES", "HEADS", "build_rows"]
 logger = logging.getLogger("bids_deface.qc")
 
 #: The real heads with landmarks.
-HEADS = ("pycortex_s1", "ds000031", "sag_child3", "itk_t1")
+HEADS = ("pycortex_s1", "ds000031", "sag_child3", "itk_t1", "brainbrowser", "robex")
 QC_CASES = ("T1w 1 mm (real)", "T2w 1 mm", "FLAIR 1 mm", "T1w 5 mm axial (real)",
             "child 0.7 T1w (real)", "newborn 0.6 T2w", "T1w skull-stripped (real)", "T1w orbits up (real)",
             "T1w pitched +30° (real)")

@@ -141,14 +141,22 @@ def fetch_itk(cache: Path, work: Path) -> None:
     shutil.copy(src, cache / "itk_t1.nii.gz")
 
 
-def fetch_pycortex(cache: Path, work: Path) -> None:
-    # its metadata build fails, so pip refuses the download; take the address pip found
-    url = _pip_verbose_url("pycortex==1.4.0", work)
-    dest = work / "pycortex-1.4.0.tar.gz"
+def _download(url: str, dest: Path) -> Path:
     logger.info("downloading %s", url)
     with urllib.request.urlopen(url) as resp, open(dest, "wb") as fobj:
         shutil.copyfileobj(resp, fobj)
-    _extract_member(dest, "filestore/db/S1/anatomicals/raw.nii.gz", cache / "pycortex_s1.nii.gz")
+    return dest
+
+
+def _sdist_pip_refuses(spec: str, work: Path) -> Path:
+    """The sdist of ``spec`` whose metadata build fails, so that pip refuses to download it:
+    fetched from the address pip found."""
+    return _download(_pip_verbose_url(spec, work), work / (spec.replace("==", "-") + ".tar.gz"))
+
+
+def fetch_pycortex(cache: Path, work: Path) -> None:
+    sdist = _sdist_pip_refuses("pycortex==1.4.0", work)
+    _extract_member(sdist, "filestore/db/S1/anatomicals/raw.nii.gz", cache / "pycortex_s1.nii.gz")
 
 
 def _pip_verbose_url(spec: str, work: Path) -> str:
@@ -169,11 +177,7 @@ def _npm_tarball(name: str, version: str, work: Path) -> Path:
 
     with urllib.request.urlopen(f"https://registry.npmjs.org/{name}/{version}") as resp:
         url = json.loads(resp.read())["dist"]["tarball"]
-    dest = work / url.rsplit("/", 1)[1]
-    logger.info("downloading %s", url)
-    with urllib.request.urlopen(url) as resp, open(dest, "wb") as fobj:
-        shutil.copyfileobj(resp, fobj)
-    return dest
+    return _download(url, work / url.rsplit("/", 1)[1])
 
 
 def _brainbrowser_volume(header: bytes, raw: bytes) -> nib.Nifti1Image:
@@ -245,12 +249,7 @@ def _via_simpleitk(src: "Path | list[str]", out: Path) -> None:
 
 
 def fetch_pyradiomics(cache: Path, work: Path) -> None:
-    # like pycortex's, its metadata build fails: take the address pip found
-    url = _pip_verbose_url("pyradiomics==3.1.0", work)
-    dest = work / "pyradiomics-3.1.0.tar.gz"
-    logger.info("downloading %s", url)
-    with urllib.request.urlopen(url) as resp, open(dest, "wb") as fobj:
-        shutil.copyfileobj(resp, fobj)
+    dest = _sdist_pip_refuses("pyradiomics==3.1.0", work)
     for n in (1, 2):
         nrrd = work / f"brain{n}_image.nrrd"
         _extract_member(dest, f"data/brain{n}_image.nrrd", nrrd)
