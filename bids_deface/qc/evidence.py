@@ -297,9 +297,10 @@ def gather_evidence(model, defaced: np.ndarray, zooms: Sequence[float],  # type:
     ``model`` is a :class:`bids_deface.masking.FaceModel`. With ``original`` (the same grid)
     the removed voxels are known exactly and compared with the model's brain and face on
     the original (``original_labels``: its label map on the full grid, when already
-    predicted; otherwise it is predicted here). A defaced image taken for a phantom by the uniformity
-    of its tissue is judged as the head it was when its original is judged a head. ``labels``: the model's label map of the
-    defaced image on the coarse grid (:func:`coarse_labels`), when already predicted.
+    predicted; otherwise it is predicted here). A defaced image taken for a phantom by the
+    uniformity of its tissue is judged as the head it was when its original is judged a
+    head. ``labels``: the model's label map of the defaced image on the coarse grid
+    (:func:`coarse_labels`), when already predicted.
     """
     import time
 
