@@ -69,6 +69,9 @@ FOLDS = {
                     "papaya_pd"), epochs=100, lr=3e-3,
               own_image_only=("brainbrowser_rescan", "pyradiomics_brain1", "pyradiomics_brain2", "papaya_pd")),
 }
+# the candidate to ship after fold A's recipe: the same fine-tune on all eight heads above,
+# scored on fold N's images, which it never saw (benchmarks/folds/DECISION.md)
+FOLDS["F"] = Fold("F", FOLDS["N"].held_out, epochs=100, lr=3e-3, own_image_only=FOLDS["N"].own_image_only)
 
 
 def _run(args: list[str]) -> None:
