@@ -116,13 +116,14 @@ def class_probabilities(forest, x: np.ndarray, classes: list[str]) -> np.ndarray
     return p
 
 
-def _oof(x: np.ndarray, y: np.ndarray, heads: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Out-of-fold probabilities by leaving one head out at a time."""
+def _oof(x: np.ndarray, y: np.ndarray, heads: np.ndarray, fit=fit_forest) -> tuple[np.ndarray, list[str]]:  # type: ignore[no-untyped-def]
+    """Out-of-fold probabilities by leaving one head out at a time (``fit(x, y)`` returns
+    a fitted scikit-learn classifier; the shipped forest by default)."""
     classes = sorted(set(y))
     p = np.zeros((len(y), len(classes)))
     for h in sorted(set(heads)):
         test = heads == h
-        p[test] = class_probabilities(fit_forest(x[~test], y[~test]), x[test], classes)
+        p[test] = class_probabilities(fit(x[~test], y[~test]), x[test], classes)
     return p, classes
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_deface.qc.train import MIN_ACCURACY, class_probabilities, fit_forest, ruled_by, samples
+from bids_deface.qc.train import MIN_ACCURACY, _oof, fit_forest, ruled_by, samples
 
 OUTCOMES = Path(__file__).resolve().parents[3] / "benchmarks" / "qc" / "outcomes.json"
 
@@ -43,15 +43,6 @@ def learners() -> dict:
     }
 
 
-def heldout_probabilities(fit, x: np.ndarray, y: np.ndarray, heads: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    classes = sorted(set(y))
-    p = np.zeros((len(y), len(classes)))
-    for h in sorted(set(heads)):
-        test = heads == h
-        p[test] = class_probabilities(fit(x[~test], y[~test]), x[test], classes)
-    return p, classes
-
-
 def decided_at(p: np.ndarray, y: np.ndarray, classes: list[str]) -> float:
     """The largest share of samples whose verdicts, taken from the most probable down,
     stay right in ``MIN_ACCURACY`` of the cases (0 when none does)."""
@@ -73,7 +64,7 @@ def main() -> int:
           f"| decided at {MIN_ACCURACY:.0%} accuracy (upper bound) |")
     print("|---|---|---|---|---|")
     for name, fit in learners().items():
-        p, classes = heldout_probabilities(fit, x, y, heads)
+        p, classes = _oof(x, y, heads, fit)
         best = np.asarray(classes)[p.argmax(1)]
         acc = {m: float((best[mode == m] == y[mode == m]).mean()) for m in ("audit", "paired")}
         print(f"| {name} | {float((best == y).mean()):.3f} | {acc['audit']:.3f} | {acc['paired']:.3f} "
