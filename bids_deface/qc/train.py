@@ -40,7 +40,7 @@ from .evidence import FEATURES
 from .outcomes import VERDICTS
 from .verdict import Forest, rule_verdict
 
-__all__ = ["samples", "fit_forest", "class_probabilities", "choose_thresholds", "apply_thresholds", "heldout", "MIN_ACCURACY", "MAX_REFERRAL"]
+__all__ = ["samples", "fit_forest", "fit_logistic", "class_probabilities", "choose_thresholds", "apply_thresholds", "heldout", "MIN_ACCURACY", "MAX_REFERRAL"]
 
 logger = logging.getLogger("bids_deface.qc")
 
@@ -154,19 +154,19 @@ def heldout(x: np.ndarray, y: np.ndarray, heads: np.ndarray) -> tuple[np.ndarray
     return verdicts, probs, likeliest, used
 
 
-def _logistic_heldout(x: np.ndarray, y: np.ndarray, heads: np.ndarray) -> float:
-    """Held-out accuracy (no referral) of a multinomial logistic regression, for comparison."""
+def fit_logistic(x: np.ndarray, y: np.ndarray):  # type: ignore[no-untyped-def]
+    """A multinomial logistic regression on standardised features (for comparison)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    hits = 0
-    for h in sorted(set(heads)):
-        test = heads == h
-        m = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
-        m.fit(x[~test], y[~test])
-        hits += int((m.predict(x[test]) == y[test]).sum())
-    return hits / len(y)
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced")).fit(x, y)
+
+
+def _logistic_heldout(x: np.ndarray, y: np.ndarray, heads: np.ndarray) -> float:
+    """Held-out accuracy (no referral) of :func:`fit_logistic`, for comparison."""
+    p, classes = _oof(x, y, heads, fit_logistic)
+    return float((np.asarray(classes)[p.argmax(1)] == y).mean())
 
 
 def summary(info: list[dict], verdicts: np.ndarray) -> dict:
