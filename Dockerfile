@@ -84,7 +84,9 @@ RUN python -m pip install -c /opt/bids-deface/constraints.txt \
       /tmp/dist/bids_deface-*.whl "bids-validator-deno==${BIDS_VALIDATOR_VERSION}" \
  && rm -rf /tmp/dist \
  && python -c "import torch; assert torch.__version__.split('+')[0] == '${TORCH_VERSION}', torch.__version__" \
- && python -c "from bids_deface.data import default_model_dir; print('model:', default_model_dir())"
+ && python -c "from bids_deface.data import default_model_dir; print('model:', default_model_dir())" \
+ && python -c "import torch; from bids_deface.data import default_model_dir as d; from bids_deface.engine import Network; \
+r = Network(d(), torch.device('cpu')).backend; assert r.startswith('openvino '), r; print('CPU runtime:', r)"
 
 # the face of refacing (--reface, docs/reface.md): TemplateFlow's MNI152NLin2009cAsym 1 mm
 # head (not the brain-extracted image) and brain mask, fetched now so that nothing is

@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     load_forest()
     head = nib.load(args.head)
     lines = ["# QC verdict time", "",
-             f"{platform.processor() or platform.machine()}, {args.threads} CPU threads, median of {args.repeats}; "
+             f"{platform.processor() or platform.machine()}, {args.threads} CPU threads, network in {model.runtime}, "
+             f"median of {args.repeats}; "
              f"`python benchmarks/qc_speed.py --threads {args.threads} --repeats {args.repeats}`.", "",
              "| image | grid | defaced image alone (s) | with the original (s) | verdict |", "|---|---|---|---|---|"]
     for name, img in (("1 mm head", head), ("clinical grid", _clinical(head))):

@@ -375,8 +375,10 @@ class FaceModel:
         With ``slab_pad_mm``, the brain guard keeps its distance from the brain of both
         passes (the image as it is, and continued), not the continued pass's alone.
 
-    The network runs in :class:`bids_deface.engine.Network` (ONNX Runtime on the CPU when
-    the folder holds its checkpoint's ONNX export, PyTorch otherwise).
+    runtime : str
+        Where the network runs (:data:`bids_deface.settings.RUNTIMES`): ``auto`` takes, on the
+        CPU, OpenVINO or else ONNX Runtime when the folder holds its checkpoint's ONNX
+        export, PyTorch otherwise (:class:`bids_deface.engine.Network`).
     """
 
     def __init__(
@@ -390,6 +392,7 @@ class FaceModel:
         cut_pad_mm: float = 0.0,
         slab_pad_mm: float = 24.0,
         slab_guard_both: bool = True,
+        runtime: str = "auto",
     ) -> None:
         from .engine import Network
 
@@ -405,7 +408,10 @@ class FaceModel:
         if threads:
             torch.set_num_threads(int(threads))
         set_threads(threads or torch.get_num_threads())
-        self._network = Network(self.model_dir, self.device, threads=threads, checkpoint=checkpoint)
+        self._network = Network(self.model_dir, self.device, threads=threads, checkpoint=checkpoint,
+                                runtime=runtime)
+        #: the runtime the network runs in, with its version (e.g. ``openvino 2026.4.1``)
+        self.runtime = self._network.backend
         self.spacing_zyx = self._network.spacing
         # the dataset's name from the plans (the folder may be anywhere, e.g. /model)
         self.name = self._network.dataset_name

@@ -83,6 +83,7 @@ class Masker(Protocol):
     name: str
     sha256: str
     device: Any
+    runtime: str
 
     def predict(self, img: nib.Nifti1Image) -> Prediction: ...
 
@@ -144,7 +145,8 @@ def qc_flags(
     return tuple(flags)
 
 
-def load_face_model(model_dir: Path | None, device: str = "auto", threads: int | None = None) -> Masker:
+def load_face_model(model_dir: Path | None, device: str = "auto", threads: int | None = None,
+                    runtime: str = "auto") -> Masker:
     """The nnU-Net face model (the shipped one when ``model_dir`` is None).
 
     Raises
@@ -160,7 +162,7 @@ def load_face_model(model_dir: Path | None, device: str = "auto", threads: int |
             raise FileNotFoundError(f"{folder} is not an nnU-Net v2 model folder (no plans.json)")
         from .masking import FaceModel
 
-        return FaceModel(folder, device=device, threads=threads)
+        return FaceModel(folder, device=device, threads=threads, runtime=runtime)
     except (FileNotFoundError, RuntimeError, ValueError, OSError, ImportError) as exc:
         raise ModelError(f"cannot load the face model: {exc}") from exc
 
@@ -243,6 +245,7 @@ def _defacing_record(
         "Model": masker.name,
         "ModelSHA256": masker.sha256,
         "Device": str(masker.device),
+        "Runtime": masker.runtime,
         "Seconds": round(seconds, 3),
         "PredictionSeconds": round(float(prediction.seconds), 3),
         "VoxelsRemoved": removed,

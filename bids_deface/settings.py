@@ -25,6 +25,10 @@ DEFAULT_SUFFIXES: tuple[str, ...] = (
 
 AnalysisLevel = Literal["participant", "group"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+RuntimeName = Literal["auto", "openvino", "onnxruntime", "torch"]
+#: What can run the network (:class:`bids_deface.engine.Network`); ``auto`` takes the first
+#: of the others that is installed and applies.
+RUNTIMES: tuple[str, ...] = ("auto", "openvino", "onnxruntime", "torch")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class Settings:
     bids_filter_file: Path | None = None
     suffixes: tuple[str, ...] = DEFAULT_SUFFIXES
     device: DeviceName = "auto"
+    runtime: RuntimeName = "auto"
+    """What runs the network (:data:`RUNTIMES`)."""
     nprocs: int | None = None
     """CPU threads for the model; ``None`` leaves the library default."""
     work_dir: Path | None = None

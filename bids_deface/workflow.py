@@ -326,7 +326,8 @@ def participant_level(
     write_readme(output_dir)
     _write_settings(settings)
     if get_masker is None:
-        get_masker = lambda: load_face_model(settings.model_dir, settings.device, settings.nprocs)  # noqa: E731
+        get_masker = lambda: load_face_model(settings.model_dir, settings.device, settings.nprocs,  # noqa: E731
+                                             settings.runtime)
     scrubber = None
     if settings.scrub_metadata:
         scrubber = Scrubber(load_key(output_dir / "logs" / DATE_SHIFT_KEY), settings.scrub_fields)

@@ -88,17 +88,33 @@ def test_cut_pad_continues_only_a_cut_head(s1_2mm: nib.Nifti1Image) -> None:
     assert 0.001 < float(changed) < 0.2
 
 
-def test_onnx_and_torch_backends_agree(s1_2mm: nib.Nifti1Image) -> None:
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_onnx_runtimes_and_torch_agree(s1_2mm: nib.Nifti1Image, runtime: str) -> None:
+    """The ONNX export in either runtime gives PyTorch's logits to rounding, and ``auto``
+    takes OpenVINO (installed with the package)."""
     arr, spacing = _zyx(s1_2mm)
-    onnx_net = Network(default_model_dir(), torch.device("cpu"), threads=2)
-    assert onnx_net.backend == "onnxruntime"
-    torch_net = Network(default_model_dir(), torch.device("cpu"), threads=2, onnx=False)
+    assert Network(default_model_dir(), torch.device("cpu"), threads=2).backend.startswith("openvino ")
+    onnx_net = Network(default_model_dir(), torch.device("cpu"), threads=2, runtime=runtime)
+    assert onnx_net.backend.startswith(runtime + " ")
+    torch_net = Network(default_model_dir(), torch.device("cpu"), threads=2, runtime="torch")
     assert torch_net.backend == "torch (cpu)"
     a = onnx_net.logits(arr, spacing).values
     b = torch_net.logits(arr, spacing).values
     assert a.shape == b.shape and a.shape[0] == 3
     assert float((a - b).abs().max()) < 1e-2 * float(b.abs().max())
     assert float((a.argmax(0) == b.argmax(0)).float().mean()) > 0.9999
+
+
+def test_runtime_that_cannot_run_the_model_is_an_error(tmp_path: Path) -> None:
+    """Asking for an ONNX runtime where the folder has no export is an error, not PyTorch
+    in silence; ``auto`` falls back to PyTorch."""
+    folder = Path(shutil.copytree(default_model_dir(), tmp_path / "model"))
+    (folder / ONNX_NAME).unlink()
+    with pytest.raises(RuntimeError, match="cannot run in openvino"):
+        Network(folder, torch.device("cpu"), runtime="openvino")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        Network(folder, torch.device("cpu"), runtime="tensorrt")
+    assert Network(folder, torch.device("cpu")).backend == "torch (cpu)"
 
 
 def test_stale_onnx_is_not_used_and_export_renews_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -116,7 +132,7 @@ def test_stale_onnx_is_not_used_and_export_renews_it(tmp_path: Path, caplog: pyt
     assert ONNX_NAME in caplog.text
     export_onnx(folder)
     renewed = Network(folder, torch.device("cpu"))
-    assert renewed.backend == "onnxruntime"
+    assert renewed.backend.startswith("openvino ")
     x = np.random.default_rng(0).normal(size=(48, 64, 64)).astype(np.float32)
     a = renewed.sliding_window(x)
     b = net.sliding_window(x)

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import __version__
+from ..settings import RUNTIMES
 from .parser import positive_int
 
 __all__ = ["build_parser", "main"]
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "shipped one), mapped to the image's contrast; every other voxel as in the input. "
                         "Its sidecar (.json beside it) records the face's source and licence")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--runtime", choices=list(RUNTIMES), default="auto",
+                   help="what runs the network on the CPU (default: OpenVINO, else ONNX Runtime)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for inference")
     p.add_argument("--model-dir", type=Path, default=None,
                    help="nnU-Net v2 model folder (default: the shipped model)")
@@ -86,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", exc)
         return 3
     try:
-        model = load_face_model(args.model_dir, device=args.device, threads=args.threads)
+        model = load_face_model(args.model_dir, device=args.device, threads=args.threads,
+                                runtime=args.runtime)
     except ModelError as exc:
         logger.error("%s", exc)
         return 6

@@ -14,7 +14,7 @@ from typing import Sequence
 from .. import __version__
 from ..bids.discover import load_filters, strip_prefix
 from ..errors import UsageError
-from ..settings import DEFAULT_SUFFIXES, Settings
+from ..settings import DEFAULT_SUFFIXES, RUNTIMES, Settings
 
 __all__ = ["build_parser", "parse_args", "positive_int"]
 
@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("running")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                      help="where the model runs; 'auto' (default) takes a CUDA GPU when there is one")
+    run.add_argument("--runtime", choices=list(RUNTIMES), default="auto",
+                     help="what runs the network on the CPU; 'auto' (default): OpenVINO when it is "
+                          "installed, else ONNX Runtime (each recorded in the sidecars as Runtime)")
     run.add_argument("--nprocs", "--n-cpus", type=positive_int, default=None, metavar="N",
                      help="CPU threads for the model (default: all available)")
     run.add_argument("-w", "--work-dir", type=Path, default=None, metavar="DIR",
@@ -174,6 +177,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         bids_filter_file=Path(os.path.abspath(args.bids_filter_file)) if args.bids_filter_file else None,
         suffixes=_dedupe(args.suffix),
         device=args.device,
+        runtime=args.runtime,
         nprocs=args.nprocs,
         work_dir=Path(os.path.abspath(args.work_dir)) if args.work_dir else None,
         model_dir=Path(os.path.abspath(args.model_dir)) if args.model_dir else None,

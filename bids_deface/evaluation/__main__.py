@@ -24,6 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..settings import RUNTIMES
 from .cases import CASE_NAMES, load_landmarks, make_cases
 from .metrics import (COVERAGE_RADIUS_MM, REQUIRED, brain_gap_mm, brain_voxels_removed, dice,
                       feature_coverage, hd95)
@@ -48,7 +49,8 @@ def head_cases(head_path: Path, head: str, only: list[str] | None = None) -> lis
 
 
 def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str] | None,
-             threads: int = 2, extra: bool = False, model=None) -> list[dict]:  # type: ignore[no-untyped-def]
+             threads: int = 2, extra: bool = False, model=None,  # type: ignore[no-untyped-def]
+             runtime: str = "auto") -> list[dict]:
     """Rows of one head's cases (``CASE_NAMES``, and with ``extra`` the input kinds of
     ``INPUT_KIND_CASES``; ``only`` picks cases by name)."""
     from ..data import default_model_dir
@@ -58,7 +60,7 @@ def evaluate(head_path: Path, head: str, model_dir: Path | None, only: list[str]
         only = list(CASE_NAMES)
     cases = head_cases(head_path, head, only)
     if model is None:
-        model = FaceModel(model_dir or default_model_dir(), device="cpu", threads=threads)
+        model = FaceModel(model_dir or default_model_dir(), device="cpu", threads=threads, runtime=runtime)
     return [evaluate_case(model, case) for case in cases]
 
 
@@ -358,9 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the rows as JSON")
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runtime", choices=list(RUNTIMES), default="auto",
+                        help="what runs the network (default: as the app, OpenVINO when installed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    rows = evaluate(args.sources / f"{args.head}.nii.gz", args.head, args.model_dir, args.cases, args.threads)
+    rows = evaluate(args.sources / f"{args.head}.nii.gz", args.head, args.model_dir, args.cases, args.threads,
+                    runtime=args.runtime)
     command = "python -m bids_deface.evaluation " + shlex.join(argv if argv is not None else sys.argv[1:])
     table = to_markdown(rows, command)
     print(table)

@@ -26,6 +26,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..settings import RUNTIMES
 from ..training.folds import FOLDS
 from .__main__ import FEATURES, evaluate, evaluate_case, passes
 from .cases import CASE_NAMES, not_head_cases
@@ -45,10 +46,12 @@ def fold_model_dir(fold: str, cache: Path = Path("cache")) -> Path:
     return cache / f"fold{fold}" / _MODEL_SUBDIR
 
 
-def evaluate_fold(fold: str, sources: Path, model_dir: Path, threads: int = 2) -> list[dict]:
+def evaluate_fold(fold: str, sources: Path, model_dir: Path, threads: int = 2,
+                  runtime: str = "auto") -> list[dict]:
+    """The rows of a fold's held-out cases, each recording the runtime its network ran in."""
     from ..masking import FaceModel
 
-    model = FaceModel(model_dir, device="cpu", threads=threads)
+    model = FaceModel(model_dir, device="cpu", threads=threads, runtime=runtime)
     rows = []
     f = FOLDS[fold]
     for head in f.held_out:
@@ -60,7 +63,7 @@ def evaluate_fold(fold: str, sources: Path, model_dir: Path, threads: int = 2) -
             rows.append({"head": head, **row})
     for case in not_head_cases():
         rows.append({"head": "-", **evaluate_case(model, case)})
-    return rows
+    return [{**row, "runtime": model.runtime} for row in rows]
 
 
 def _cell(v: object, col: str) -> str:
@@ -83,13 +86,15 @@ def fold_markdown(fold: str, rows: list[dict], command: str, model_note: str | N
             "brain_removed", "brain_gap_mm", "brain_short_mm", "brain_over_mm", "ml_removed", "input_kind", "flags", "seconds", "pass"]
     f = FOLDS[fold]
     n_pass = sum(bool(r["pass"]) for r in rows)
+    runtimes = sorted({str(r["runtime"]) for r in rows if r.get("runtime")})
     own = (f"Model trained on {', '.join(f.train)}"
            + (" (fine-tuned from the shipped weights, which never saw the held-out heads)" if f.from_shipped else ""))
     lines = [
         f"# Fold {fold}: scored on heads its model never saw" if model_note is None
         else f"# Fold {fold}'s held-out cases scored by another model",
         "",
-        (own if model_note is None else model_note) + f"; scored here: **{', '.join(f.held_out)}**.",
+        (own if model_note is None else model_note) + f"; scored here: **{', '.join(f.held_out)}**."
+        + (f" Network runtime: {', '.join(runtimes)}." if runtimes else ""),
         "",
         f"**{n_pass} of {len(rows)} cases meet every threshold.** Thresholds: eyes, nose and mouth "
         "coverage ≥ 0.99 and each eyeball ≥ 0.99 of its voxels removed; each ear ≥ 0.95 where in "
@@ -134,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runtime", choices=list(RUNTIMES), default="auto",
+                        help="what runs the network (default: as the app, OpenVINO when installed)")
     parser.add_argument("--model-note", help="what the table's model is, when --model-dir is not the fold's")
     parser.add_argument("--from-json", type=Path, help="write the table from rows saved by --json (no image scored again; each row passed again by the thresholds)")
     args = parser.parse_args(argv)
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             words[i] = "--json"
     else:
-        rows = evaluate_fold(args.fold, args.sources, model_dir, args.threads)
+        rows = evaluate_fold(args.fold, args.sources, model_dir, args.threads, args.runtime)
     command = "python -m bids_deface.evaluation.folds " + shlex.join(words)
     table = fold_markdown(args.fold, rows, command, args.model_note)
     print(table)

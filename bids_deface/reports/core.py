@@ -53,6 +53,7 @@ DEFACING_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("Model", "Model", ""),
     ("ModelSHA256", "Model SHA-256", ""),
     ("Device", "Device", ""),
+    ("Runtime", "Network runtime", ""),
     ("Tool", "Tool", ""),
     ("ToolVersion", "Tool version", ""),
     ("Version", "Tool version", ""),

@@ -131,6 +131,7 @@ class BoxMasker:
     name = "BoxMasker"
     sha256 = "0" * 64
     device = "cpu"
+    runtime = "none (boxes)"
 
     def __init__(self, fail_on: str | None = None) -> None:
         self.calls = 0

@@ -45,6 +45,7 @@ def test_example_dataset_participant_and_group(tmp_path: Path, validator: str) -
         side = json.loads(side_path.read_text())
         d = side["Defacing"]
         assert d["Model"] and len(d["ModelSHA256"]) == 64 and d["Device"] == "cpu"
+        assert d["Runtime"].startswith("openvino ")  # the default runtime on the CPU, with its version
         assert d["VoxelsRemoved"] > 0 and "no_face_removed" not in d["QCFlags"]
         assert side["SkullStripped"] is False
         spacing = d["ModelSpacingMM"]

@@ -85,6 +85,7 @@ def test_sidecars_written(bids_dataset: Path, tmp_path: Path, box_masker: BoxMas
     assert side["Sources"] == [f"bids:raw:{r.run.relpath}"]
     d = side["Defacing"]
     assert d["Model"] == "BoxMasker" and d["ModelSHA256"] == "0" * 64 and d["Device"] == "cpu"
+    assert d["Runtime"] == "none (boxes)"
     assert d["VoxelsRemoved"] == int(np.asanyarray(nib.load(str(r.paths.mask)).dataobj).sum())
     assert d["VolumeRemovedML"] == pytest.approx(d["VoxelsRemoved"] * 1.1 * 0.9 * 1.2 / 1000, abs=1e-3)
     for key in ("Version", "Seconds", "GuardVoxels", "QCFlags", "InputSHA256"):
