@@ -17,7 +17,8 @@ Images (all made from the real head pycortex S1, 1 mm, never used in training):
 * ``clinical 0.34×0.52×4 mm``: 600×400×45, axial, rectangular in-plane pixels in thick
   slices (two axes longer than the finest: the brain guard's hardest grid; linear resampling);
 * ``dataset``: 20 subjects, each the 1 mm image, through ``bids-deface … participant``
-  (one process: model loaded once, reports included).
+  (one process: model loaded once, reports included), and again with ``--jobs`` (default 2)
+  worker processes sharing the threads.
 
 Each image case runs in a fresh process (its peak RSS is its own): the stages of one
 participant run as the app does them (read, conform, network, resample back, input kind,
@@ -190,8 +191,10 @@ def _quickshear(path: Path, brain: np.ndarray, src: nib.Nifti1Image, tmp: Path) 
     return time.perf_counter() - t0
 
 
-def run_dataset(threads: int, device: str, subjects: int = 20) -> dict:
-    """``bids-deface … participant`` on ``subjects`` copies of the 1 mm image, in this process."""
+def run_dataset(threads: int, device: str, subjects: int = 20, jobs: int = 1) -> dict:
+    """``bids-deface … participant --jobs jobs`` on ``subjects`` copies of the 1 mm image,
+    in this process (with ``jobs`` > 1 the runs go to that many worker processes, which
+    share the ``threads``)."""
     from bids_deface.cli.run import main
 
     img = case_image("1 mm")
@@ -206,11 +209,13 @@ def run_dataset(threads: int, device: str, subjects: int = 20) -> dict:
             nib.save(img, anat / f"sub-{i:02d}_T1w.nii.gz")
         t0 = time.perf_counter()
         code = main([str(root), str(Path(tmp) / "out"), "participant", "--nprocs", str(threads),
-                     "--device", device, "--skip-bids-validation", "--no-progress"])
+                     "--jobs", str(jobs), "--device", device, "--skip-bids-validation", "--no-progress"])
         wall = time.perf_counter() - t0
-    return {"case": "dataset", "subjects": subjects, "exit": code, "wall": wall,
+    # the workers' peak: the largest of the finished child processes
+    return {"case": "dataset", "subjects": subjects, "jobs": jobs, "exit": code, "wall": wall,
             "per_image": wall / subjects, "images_per_s": subjects / wall,
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if jobs > 1 else None}
 
 
 def _child(args: list[str], threads: int) -> dict:
@@ -236,18 +241,23 @@ def table(results: list[dict], threads: int, device: str) -> str:
     lines.append("| quickshear 1.2 (given a brain mask) | " + " | ".join(f"{r['quickshear']:.2f}" for r in cases) + " |")
     lines.append("| total / quickshear | " + " | ".join(f"{r['total'] / r['quickshear']:.1f}×" for r in cases) + " |")
     lines.append("| peak RSS (MB) | " + " | ".join(f"{r['rss_mb']:.0f}" for r in cases) + " |")
-    ds = next((r for r in results if r["case"] == "dataset"), None)
+    datasets = [r for r in results if r["case"] == "dataset"]
     machine = (f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.processor() or 'unknown CPU'}), "
                f"{threads} threads, network in {cases[0]['backend']}")
     if device == "cuda":
         machine += f", GPU {torch.cuda.get_device_name()}"
     text = f"Machine: {machine}; Python {platform.python_version()}, torch {torch.__version__}.\n\n"
     text += "\n".join(lines) + "\n"
-    if ds:
+    for ds in datasets:
+        jobs = ds.get("jobs", 1)
+        how = ("one process: start, model load, every run, every report" if jobs == 1 else
+               f"`--jobs {jobs}`: {jobs} worker processes of {max(1, threads // jobs)} thread(s) each, "
+               "every report in the first process")
+        rss = (f"peak RSS {ds['rss_mb']:.0f} MB" if jobs == 1 else
+               f"peak RSS {ds['rss_mb']:.0f} MB in the first process, {ds['worker_rss_mb']:.0f} MB in a worker")
         text += (f"\nDataset of {ds['subjects']} 1 mm images through `bids-deface … participant` "
-                 f"(one process: start, model load, every run, every report): **{ds['wall']:.1f} s**, "
-                 f"{ds['per_image']:.2f} s per image, {ds['images_per_s']:.2f} images/s, "
-                 f"peak RSS {ds['rss_mb']:.0f} MB (exit code {ds['exit']}).\n")
+                 f"({how}): **{ds['wall']:.1f} s**, {ds['per_image']:.2f} s per image, "
+                 f"{ds['images_per_s']:.2f} images/s, {rss} (exit code {ds['exit']}).\n")
     return text
 
 
@@ -274,20 +284,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--subjects", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="the dataset is also run with this many --jobs (1: once, one process)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     if args.case:
         print(json.dumps(run_case(args.case, args.threads, args.repeats, args.device)))
         return 0
     if args.dataset:
-        print(json.dumps(run_dataset(args.threads, args.device, args.subjects)))
+        print(json.dumps(run_dataset(args.threads, args.device, args.subjects, args.jobs)))
         return 0
     common = ["--threads", str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
     results = []
     for case in CASES:
         results.append(_child([*common, "--case", case], args.threads))
         print(f"{case}: {results[-1]['total']:.2f} s", file=sys.stderr)
-    results.append(_child([*common, "--dataset", "--subjects", str(args.subjects)], args.threads))
+    for jobs in sorted({1, args.jobs}):
+        results.append(_child([*common, "--dataset", "--subjects", str(args.subjects), "--jobs", str(jobs)],
+                              args.threads))
+        print(f"dataset, --jobs {jobs}: {results[-1]['wall']:.1f} s", file=sys.stderr)
     text = table(results, args.threads, args.device)
     print(text)
     if args.markdown:

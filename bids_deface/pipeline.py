@@ -376,48 +376,165 @@ def process_runs(
     on_result: Callable[[RunResult], None] | None = None,
     scrubber: Scrubber | None = None,
     reface: bool = False,
+    jobs: int = 1,
 ) -> list[RunResult]:
-    """Process ``runs`` one after the other; a failing run does not stop the others
-    (with ``reface``, each is also refaced).
+    """Process ``runs``; a failing run does not stop the others (with ``reface``, each is
+    also refaced). Results come back in the order of ``runs``.
 
     The traceback of a failed run goes to its error log under ``<output_dir>/logs/``.
-    ``get_masker`` is called once, when the first run needs a mask, so a rerun that skips
-    everything never loads the model. A :class:`~bids_deface.errors.ModelError` stops all.
+    ``get_masker`` is called once per process, when the first run needs a mask, so a rerun
+    that skips everything never loads the model. A :class:`~bids_deface.errors.ModelError`
+    stops all.
 
     Parameters
     ----------
     on_start, on_result : callable, optional
         Called before and after each run (progress display).
+    jobs : int
+        Runs processed at once, each in a process of its own (started with ``spawn``), which
+        loads its own masker: ``get_masker`` (and ``scrubber``) must then be picklable, e.g.
+        a :func:`functools.partial` of :func:`load_face_model`. 1: one after the other, in
+        this process.
     """
-    masker = _OnceMasker(get_masker)
     claimed: dict[Path, AnatRun] = {}
-    results = []
-    for run in runs:
-        if on_start is not None:
-            on_start(run)
-        t0 = time.perf_counter()
+    todo: list[tuple[int, AnatRun, OutputPaths | None, str | None]] = []
+    for i, run in enumerate(runs):
         paths: OutputPaths | None = None
+        clash = None
         try:
             paths = output_paths(run, output_dir, reface=reface)
             other = claimed.setdefault(paths.defaced, run)
             if other is not run:
-                raise ValueError(f"{run.relpath} and {other.relpath} would both be written to "
-                                 f"{paths.defaced.name}")
-            result = process_run(run, paths, masker, overwrite=overwrite, scrubber=scrubber)
-        except (ModelError, KeyboardInterrupt):
-            raise
+                clash = f"{run.relpath} and {other.relpath} would both be written to {paths.defaced.name}"
         except Exception as exc:
-            text = traceback.format_exc()
-            error = f"{type(exc).__name__}: {exc}"
-            logger.debug("%s failed: %s", run.name, error)
-            if paths is not None:
-                _write_error_log(paths.error_log, run, text)
-                error = f"{error} (traceback in {paths.error_log.relative_to(output_dir)})"
-            result = RunResult(run, paths, "failed", {}, error, (), time.perf_counter() - t0)
+            clash = f"{type(exc).__name__}: {exc}"
+        todo.append((i, run, paths, clash))
+    if jobs > 1 and len(todo) > 1:
+        return _process_in_workers(todo, output_dir, get_masker, overwrite, on_start, on_result, scrubber,
+                                   min(jobs, len(todo)))
+    masker = _OnceMasker(get_masker)
+    results = []
+    for _, run, paths, clash in todo:
+        if on_start is not None:
+            on_start(run)
+        result = _run_isolated(run, paths, clash, masker, output_dir, overwrite, scrubber)
         results.append(result)
         if on_result is not None:
             on_result(result)
     return results
+
+
+def _run_isolated(run: AnatRun, paths: OutputPaths | None, clash: str | None, masker: Callable[[], Masker],
+                  output_dir: Path, overwrite: bool, scrubber: Scrubber | None) -> RunResult:
+    """:func:`process_run`, its failure turned into a failed result with an error log
+    (``clash``: why the run cannot be processed at all)."""
+    t0 = time.perf_counter()
+    try:
+        if clash is not None:
+            raise ValueError(clash)
+        assert paths is not None
+        return process_run(run, paths, masker, overwrite=overwrite, scrubber=scrubber)
+    except (ModelError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        text = traceback.format_exc()
+        error = f"{type(exc).__name__}: {exc}"
+        logger.debug("%s failed: %s", run.name, error)
+        if paths is not None:
+            _write_error_log(paths.error_log, run, text)
+            error = f"{error} (traceback in {paths.error_log.relative_to(output_dir)})"
+        return RunResult(run, paths, "failed", {}, error, (), time.perf_counter() - t0)
+
+
+#: A worker process's masker (:func:`_worker_start`).
+_WORKER_MASKER: _OnceMasker | None = None
+
+
+def _worker_start(get_masker: Callable[[], Masker], log_queue: Any, level: int) -> None:
+    """In a worker process: its log records go to the parent's handlers through
+    ``log_queue``, and its masker is loaded when its first run needs it."""
+    import logging.handlers
+
+    global _WORKER_MASKER
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
+    root.setLevel(level)
+    _WORKER_MASKER = _OnceMasker(get_masker)
+
+
+def _worker_run(run: AnatRun, paths: OutputPaths | None, clash: str | None, output_dir: Path, overwrite: bool,
+                scrubber: Scrubber | None) -> tuple[RunResult, list[tuple[str, str, str]]]:
+    """One run in a worker process, with the de-identification changes it made."""
+    assert _WORKER_MASKER is not None
+    if scrubber is not None:
+        scrubber.changes = []
+    result = _run_isolated(run, paths, clash, _WORKER_MASKER, output_dir, overwrite, scrubber)
+    return result, list(scrubber.changes) if scrubber is not None else []
+
+
+class _ToOwnLoggers(logging.Handler):
+    """Hands records from worker processes to the loggers of their names in this process."""
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        logger_ = logging.getLogger(record.name)
+        if logger_.isEnabledFor(record.levelno):
+            logger_.handle(record)
+        return True
+
+
+def _process_in_workers(todo: Sequence[tuple[int, AnatRun, OutputPaths | None, str | None]], output_dir: Path,
+                        get_masker: Callable[[], Masker], overwrite: bool,
+                        on_start: Callable[[AnatRun], None] | None,
+                        on_result: Callable[[RunResult], None] | None,
+                        scrubber: Scrubber | None, jobs: int) -> list[RunResult]:
+    """:func:`process_runs` with ``jobs`` worker processes, at most ``jobs`` runs in flight."""
+    import concurrent.futures as cf
+    import logging.handlers
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    log_queue = ctx.Queue()
+    listener = logging.handlers.QueueListener(log_queue, _ToOwnLoggers(), respect_handler_level=False)
+    listener.start()
+    level = logging.getLogger().getEffectiveLevel()
+    level = min(level, logging.getLogger("bids_deface").getEffectiveLevel())
+    results: dict[int, RunResult] = {}
+    pending = list(todo)[::-1]
+    try:
+        with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start,
+                                    initargs=(get_masker, log_queue, level)) as pool:
+            running: dict[cf.Future, int] = {}
+
+            def submit() -> None:
+                i, run, paths, clash = pending.pop()
+                if on_start is not None:
+                    on_start(run)
+                running[pool.submit(_worker_run, run, paths, clash, output_dir, overwrite, scrubber)] = i
+
+            try:
+                while pending and len(running) < jobs:
+                    submit()
+                while running:
+                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for future in done:
+                        i = running.pop(future)
+                        result, changes = future.result()  # a ModelError stops all
+                        if scrubber is not None:
+                            scrubber.changes.extend(changes)
+                        results[i] = result
+                        if on_result is not None:
+                            on_result(result)
+                        if pending:
+                            submit()
+            except BaseException:
+                for future in running:
+                    future.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    finally:
+        listener.stop()
+        log_queue.close()
+    return [results[i] for i, *_ in todo]
 
 
 def summarise(results: Iterable[RunResult]) -> dict[str, int]:

@@ -57,6 +57,9 @@ class Settings:
     """What runs the network (:data:`RUNTIMES`)."""
     nprocs: int | None = None
     """CPU threads for the model; ``None`` leaves the library default."""
+    jobs: int = 1
+    """Runs processed at once, each in a process of its own; ``nprocs`` (or every CPU the
+    process may use) is shared among them."""
     work_dir: Path | None = None
     """Scratch folder (validator reports); ``None`` uses a temporary folder."""
     model_dir: Path | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -326,13 +327,14 @@ def participant_level(
     write_readme(output_dir)
     _write_settings(settings)
     if get_masker is None:
-        get_masker = lambda: load_face_model(settings.model_dir, settings.device, settings.nprocs,  # noqa: E731
-                                             settings.runtime)
+        get_masker = functools.partial(load_face_model, settings.model_dir, settings.device,
+                                       _threads_per_job(settings.nprocs, settings.jobs), settings.runtime)
     scrubber = None
     if settings.scrub_metadata:
         scrubber = Scrubber(load_key(output_dir / "logs" / DATE_SHIFT_KEY), settings.scrub_fields)
     results = process_runs(runs, output_dir, get_masker, overwrite=settings.overwrite,
-                           on_start=on_start, on_result=on_result, scrubber=scrubber, reface=settings.reface)
+                           on_start=on_start, on_result=on_result, scrubber=scrubber, reface=settings.reface,
+                           jobs=settings.jobs)
     if settings.publish_dir is not None:
         _write_raw_copy(settings, results, scrubber)
     if scrubber is not None and scrubber.changes:
@@ -345,6 +347,20 @@ def participant_level(
     logger.debug("%d run(s): %d defaced, %d already complete, %d failed", len(results),
                 counts["ok"], counts["skipped"], counts["failed"])
     return LevelResult(results, report_errors)
+
+
+def _threads_per_job(nprocs: int | None, jobs: int) -> int | None:
+    """CPU threads of each job's model: ``nprocs`` (or every CPU this process may use)
+    shared among ``jobs``, at least one; ``None`` (the library's default) for one job
+    without ``nprocs``.
+
+    >>> _threads_per_job(8, 3), _threads_per_job(2, 4), _threads_per_job(None, 1)
+    (2, 1, None)
+    """
+    if jobs <= 1:
+        return nprocs
+    cpus = nprocs or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(1, cpus // jobs)
 
 
 def _last_line(path: Path) -> str:

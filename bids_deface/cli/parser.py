@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "installed, else ONNX Runtime (each recorded in the sidecars as Runtime)")
     run.add_argument("--nprocs", "--n-cpus", type=positive_int, default=None, metavar="N",
                      help="CPU threads for the model (default: all available)")
+    run.add_argument("--jobs", "-j", type=positive_int, default=1, metavar="N",
+                     help="images processed at once, each in a process of its own that shares "
+                          "--nprocs and holds its own model (about 1 GB each for a 1 mm head; default: 1)")
     run.add_argument("-w", "--work-dir", type=Path, default=None, metavar="DIR",
                      help="folder for scratch files (default: a temporary folder)")
     run.add_argument("--model-dir", type=Path, default=None, metavar="DIR",
@@ -179,6 +182,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         device=args.device,
         runtime=args.runtime,
         nprocs=args.nprocs,
+        jobs=args.jobs,
         work_dir=Path(os.path.abspath(args.work_dir)) if args.work_dir else None,
         model_dir=Path(os.path.abspath(args.model_dir)) if args.model_dir else None,
         skip_bids_validation=args.skip_bids_validation,

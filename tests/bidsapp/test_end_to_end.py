@@ -163,3 +163,52 @@ def test_reface_writes_refaced_images_sidecars_and_renders(tmp_path: Path, valid
     assert run_validator(out).errors == []
     # a rerun with --reface skips the complete runs
     assert main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress", "--reface"]) == code
+
+
+def test_jobs_give_the_outputs_of_one_process(tmp_path: Path) -> None:
+    """``--jobs 2`` (two worker processes of one thread each) writes the same images, masks
+    and de-identification as one process of one thread, isolates a broken input's failure
+    in its worker, and brings the workers' log records into the invocation's log."""
+    bids = tmp_path / "bids"
+    shutil.copytree(EXAMPLE, bids)
+    broken = bids / "sub-03" / "anat" / "sub-03_T1w.nii.gz"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"\x1f\x8b not a whole gzip stream")
+    for name in ("sub-01_T1w.json", "sub-01_T2w.json"):  # identifying metadata, for the scrubbing
+        side = bids / "sub-01" / "anat" / name
+        meta = json.loads(side.read_text()) if side.exists() else {}
+        side.write_text(json.dumps({**meta, "InstitutionName": "Example Hospital",
+                                    "AcquisitionDateTime": "2020-03-04T10:11:12"}))
+    outs = {}
+    for jobs, nprocs in ((1, 1), (2, 2)):
+        out = tmp_path / f"out-{jobs}"
+        code = main([str(bids), str(out), "participant", "--device", "cpu", "--no-progress", "--scrub-metadata",
+                     "--skip-bids-validation", "--jobs", str(jobs), "--nprocs", str(nprocs)])
+        assert code == 1  # the broken input failed; the others were defaced
+        assert [p.name for p in (out / "logs").glob("sub-03*error.log")] == ["sub-03_T1w_error.log"]
+        outs[jobs] = out
+    one, two = outs[1], outs[2]
+    images = sorted(p.relative_to(one) for p in one.rglob("*.nii.gz"))
+    assert len(images) == 8  # 4 defaced images and their masks; nothing for the broken one
+    assert images == sorted(p.relative_to(two) for p in two.rglob("*.nii.gz"))
+    for rel in images:
+        assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
+    for side in sorted(one.rglob("*_desc-defaced_*.json")):
+        a = json.loads(side.read_text())
+        b = json.loads((two / side.relative_to(one)).read_text())
+        for d in (a, b):
+            for key in ("Seconds", "PredictionSeconds"):
+                del d["Defacing"][key]
+            del d["Defacing"]["QC"]["Seconds"]
+            # dates are shifted by the output folder's own secret key
+            assert d.pop("AcquisitionDateTime", "").endswith("T10:11:12") or "sub-01" not in side.name
+            assert "InstitutionName" not in d
+        assert a == b, side.name
+
+    def changes(out: Path) -> list[str]:
+        return sorted(next((out / "logs").glob("deidentification_*.tsv")).read_text().splitlines())
+
+    assert changes(one) == changes(two) and len(changes(two)) >= 4
+    log = next((two / "logs").glob("bids-deface_participant_*.log")).read_text()
+    assert log.count("loaded model") == 2  # one model per worker, its record in this log
+    assert "sub-03_T1w" in log and "failed" in log

@@ -15,7 +15,7 @@ def test_build_parser_is_pure_and_documents_every_option() -> None:
     parser = build_parser()
     text = parser.format_help()
     for option in ("--participant-label", "--session-label", "--bids-filter-file", "--suffix",
-                   "--device", "--runtime", "--nprocs", "--work-dir", "--skip-bids-validation",
+                   "--device", "--runtime", "--nprocs", "--jobs", "--work-dir", "--skip-bids-validation",
                    "--overwrite", "--verbose", "--no-progress", "--version"):
         assert option in text
     # parsing does not touch the file system
@@ -29,7 +29,7 @@ def test_defaults(bids_dataset: Path, tmp_path: Path) -> None:
     assert s.suffixes == DEFAULT_SUFFIXES
     assert {"T1w", "T2w", "FLAIR", "PDw", "T2starw", "PDT2", "inplaneT1", "inplaneT2",
             "angio"} == set(s.suffixes)
-    assert s.device == "auto" and s.runtime == "auto" and s.progress and not s.overwrite and not s.skip_bids_validation
+    assert s.device == "auto" and s.runtime == "auto" and s.jobs == 1 and s.progress and not s.overwrite and not s.skip_bids_validation
     assert s.bids_dir.is_absolute() and s.output_dir.is_absolute()
 
 
@@ -37,13 +37,13 @@ def test_labels_with_or_without_prefix(bids_dataset: Path, tmp_path: Path) -> No
     s = parse_args([str(bids_dataset), str(tmp_path / "o"), "participant",
                     "--participant-label", "sub-01", "02", "01",
                     "--session-label", "ses-pre", "post",
-                    "--suffix", "T2w", "FLAIR", "--device", "cpu", "--runtime", "onnxruntime", "--nprocs", "2",
+                    "--suffix", "T2w", "FLAIR", "--device", "cpu", "--runtime", "onnxruntime", "--nprocs", "2", "-j", "3",
                     "-w", str(tmp_path / "w"), "-vv", "--no-progress", "--overwrite",
                     "--skip-bids-validation"])
     assert s.participant_label == ("01", "02")
     assert s.session_label == ("pre", "post")
     assert s.suffixes == ("T2w", "FLAIR")
-    assert (s.device, s.runtime, s.nprocs, s.verbosity) == ("cpu", "onnxruntime", 2, 2)
+    assert (s.device, s.runtime, s.nprocs, s.jobs, s.verbosity) == ("cpu", "onnxruntime", 2, 3, 2)
     assert s.work_dir == tmp_path / "w"
     assert not s.progress and s.overwrite and s.skip_bids_validation
 
