@@ -252,7 +252,7 @@ def table(results: list[dict], threads: int, device: str) -> str:
         jobs = ds.get("jobs", 1)
         how = ("one process: start, model load, every run, every report" if jobs == 1 else
                f"`--jobs {jobs}`: {jobs} worker processes of {max(1, threads // jobs)} thread(s) each, "
-               "every report in the first process")
+               "runs and reports shared among them")
         rss = (f"peak RSS {ds['rss_mb']:.0f} MB" if jobs == 1 else
                f"peak RSS {ds['rss_mb']:.0f} MB in the first process, {ds['worker_rss_mb']:.0f} MB in a worker")
         text += (f"\nDataset of {ds['subjects']} 1 mm images through `bids-deface … participant` "

@@ -9,12 +9,13 @@ The mask comes from a :class:`Masker`: the nnU-Net model in the app
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Protocol, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -51,6 +52,8 @@ __all__ = [
     "process_run",
     "process_runs",
     "summarise",
+    "WorkerPool",
+    "worker_pool",
 ]
 
 logger = logging.getLogger(__name__)
@@ -377,6 +380,7 @@ def process_runs(
     scrubber: Scrubber | None = None,
     reface: bool = False,
     jobs: int = 1,
+    pool: "WorkerPool | None" = None,
 ) -> list[RunResult]:
     """Process ``runs``; a failing run does not stop the others (with ``reface``, each is
     also refaced). Results come back in the order of ``runs``.
@@ -395,6 +399,9 @@ def process_runs(
         loads its own masker: ``get_masker`` (and ``scrubber``) must then be picklable, e.g.
         a :func:`functools.partial` of :func:`load_face_model`. 1: one after the other, in
         this process.
+    pool : WorkerPool, optional
+        Worker processes already started (:func:`worker_pool`), used instead of ``jobs``
+        new ones (and left running, e.g. for the reports).
     """
     claimed: dict[Path, AnatRun] = {}
     todo: list[tuple[int, AnatRun, OutputPaths | None, str | None]] = []
@@ -409,9 +416,11 @@ def process_runs(
         except Exception as exc:
             clash = f"{type(exc).__name__}: {exc}"
         todo.append((i, run, paths, clash))
+    if pool is not None:
+        return _process_in_workers(todo, output_dir, overwrite, on_start, on_result, scrubber, pool)
     if jobs > 1 and len(todo) > 1:
-        return _process_in_workers(todo, output_dir, get_masker, overwrite, on_start, on_result, scrubber,
-                                   min(jobs, len(todo)))
+        with worker_pool(min(jobs, len(todo)), get_masker) as own:
+            return _process_in_workers(todo, output_dir, overwrite, on_start, on_result, scrubber, own)
     masker = _OnceMasker(get_masker)
     results = []
     for _, run, paths, clash in todo:
@@ -482,12 +491,20 @@ class _ToOwnLoggers(logging.Handler):
         return True
 
 
-def _process_in_workers(todo: Sequence[tuple[int, AnatRun, OutputPaths | None, str | None]], output_dir: Path,
-                        get_masker: Callable[[], Masker], overwrite: bool,
-                        on_start: Callable[[AnatRun], None] | None,
-                        on_result: Callable[[RunResult], None] | None,
-                        scrubber: Scrubber | None, jobs: int) -> list[RunResult]:
-    """:func:`process_runs` with ``jobs`` worker processes, at most ``jobs`` runs in flight."""
+@dataclass
+class WorkerPool:
+    """Worker processes (:func:`worker_pool`): ``executor`` runs functions of this package
+    in them; each worker loads its masker when its first run needs it."""
+
+    executor: Any
+    jobs: int
+
+
+@contextlib.contextmanager
+def worker_pool(jobs: int, get_masker: Callable[[], Masker]) -> Iterator[WorkerPool]:
+    """``jobs`` worker processes (``spawn``), their log records handed to this process's
+    loggers; ``get_masker`` must be picklable (e.g. a :func:`functools.partial` of
+    :func:`load_face_model`)."""
     import concurrent.futures as cf
     import logging.handlers
     import multiprocessing
@@ -496,44 +513,56 @@ def _process_in_workers(todo: Sequence[tuple[int, AnatRun, OutputPaths | None, s
     log_queue = ctx.Queue()
     listener = logging.handlers.QueueListener(log_queue, _ToOwnLoggers(), respect_handler_level=False)
     listener.start()
-    level = logging.getLogger().getEffectiveLevel()
-    level = min(level, logging.getLogger("bids_deface").getEffectiveLevel())
-    results: dict[int, RunResult] = {}
-    pending = list(todo)[::-1]
+    level = min(logging.getLogger().getEffectiveLevel(), logging.getLogger("bids_deface").getEffectiveLevel())
     try:
         with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_start,
-                                    initargs=(get_masker, log_queue, level)) as pool:
-            running: dict[cf.Future, int] = {}
-
-            def submit() -> None:
-                i, run, paths, clash = pending.pop()
-                if on_start is not None:
-                    on_start(run)
-                running[pool.submit(_worker_run, run, paths, clash, output_dir, overwrite, scrubber)] = i
-
+                                    initargs=(get_masker, log_queue, level)) as executor:
             try:
-                while pending and len(running) < jobs:
-                    submit()
-                while running:
-                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                    for future in done:
-                        i = running.pop(future)
-                        result, changes = future.result()  # a ModelError stops all
-                        if scrubber is not None:
-                            scrubber.changes.extend(changes)
-                        results[i] = result
-                        if on_result is not None:
-                            on_result(result)
-                        if pending:
-                            submit()
+                yield WorkerPool(executor, jobs)
             except BaseException:
-                for future in running:
-                    future.cancel()
-                pool.shutdown(wait=True, cancel_futures=True)
+                executor.shutdown(wait=True, cancel_futures=True)
                 raise
     finally:
         listener.stop()
         log_queue.close()
+
+
+def _process_in_workers(todo: Sequence[tuple[int, AnatRun, OutputPaths | None, str | None]], output_dir: Path,
+                        overwrite: bool, on_start: Callable[[AnatRun], None] | None,
+                        on_result: Callable[[RunResult], None] | None,
+                        scrubber: Scrubber | None, pool: WorkerPool) -> list[RunResult]:
+    """:func:`process_runs` in the pool's workers, at most one run per worker in flight."""
+    import concurrent.futures as cf
+
+    results: dict[int, RunResult] = {}
+    pending = list(todo)[::-1]
+    running: dict[cf.Future, int] = {}
+
+    def submit() -> None:
+        i, run, paths, clash = pending.pop()
+        if on_start is not None:
+            on_start(run)
+        running[pool.executor.submit(_worker_run, run, paths, clash, output_dir, overwrite, scrubber)] = i
+
+    try:
+        while pending and len(running) < pool.jobs:
+            submit()
+        while running:
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                i = running.pop(future)
+                result, changes = future.result()  # a ModelError stops all
+                if scrubber is not None:
+                    scrubber.changes.extend(changes)
+                results[i] = result
+                if on_result is not None:
+                    on_result(result)
+                if pending:
+                    submit()
+    except BaseException:
+        for future in running:
+            future.cancel()
+        raise
     return [results[i] for i, *_ in todo]
 
 

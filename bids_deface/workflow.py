@@ -7,6 +7,7 @@ every run (failures isolated), write one HTML report per subject.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -36,7 +37,8 @@ from .bids.scrub import Scrubber, load_key
 from .bids.validate import validate_input
 from .errors import NoRunsError, UsageError
 from .io import atomic_path
-from .pipeline import Masker, RunResult, input_checksum, load_face_model, process_runs, same_input, summarise
+from .pipeline import (Masker, RunResult, input_checksum, load_face_model, process_runs, same_input, summarise,
+                       worker_pool)
 from .settings import Settings
 
 __all__ = [
@@ -223,34 +225,48 @@ def _upload_run(run: Any, result: RunResult, output_dir: Path, upload_dir: Path)
 
 
 def _write_subject_reports(bids_dir: Path, output_dir: Path, results: Sequence[RunResult],
-                           upload_dir: Path | None = None) -> list[str]:
+                           upload_dir: Path | None = None, pool: Any = None) -> list[str]:
     """The subject reports in ``output_dir``; with ``upload_dir`` (``--output-layout raw``)
-    also a report of the defaced images alone in its ``derivatives/bids-deface/``."""
-    reports = _reports_api()
-    if reports is None:
+    also a report of the defaced images alone in its ``derivatives/bids-deface/``. With
+    ``pool`` (:class:`~bids_deface.pipeline.WorkerPool`) the subjects are shared among its
+    workers."""
+    if _reports_api() is None:
         return []
-    errors = []
     by_subject: dict[str, list[RunResult]] = {}
     for r in results:
         by_subject.setdefault(r.run.subject, []).append(r)
-    for subject, runs in sorted(by_subject.items()):
-        out = subject_report_path(output_dir, subject)
-        try:
-            runs = sorted([*runs, *_earlier_results(bids_dir, output_dir, subject, runs)],
-                          key=lambda r: r.run.relpath)
-            shown = [_report_run(reports, r, output_dir) for r in runs]
-            reports.write_subject_report(out, subject, shown)
-            if upload_dir is not None:
-                out = subject_report_path(upload_dir / "derivatives" / "bids-deface", subject)
-                reports.write_subject_report(out, subject, [_upload_run(s, r, output_dir, upload_dir)
-                                                            for s, r in zip(shown, runs)])
-        except Exception as exc:  # a report must not hide the outputs already written
-            log = output_dir / "logs" / f"{out.stem}_report_error.log"
-            with atomic_path(log) as tmp:
-                tmp.write_text(traceback.format_exc())
-            errors.append(f"report of sub-{subject}: {type(exc).__name__}: {exc}")
-            logger.error("cannot write the report of sub-%s: %s (traceback in %s)", subject, exc, log)
-    return errors
+    jobs = [(bids_dir, output_dir, subject, runs, upload_dir) for subject, runs in sorted(by_subject.items())]
+    if pool is None or len(jobs) < 2:
+        outcomes = [_subject_report(*job) for job in jobs]
+    else:
+        outcomes = [f.result() for f in [pool.executor.submit(_subject_report, *job) for job in jobs]]
+    return [error for error in outcomes if error is not None]
+
+
+def _subject_report(bids_dir: Path, output_dir: Path, subject: str, runs: Sequence[RunResult],
+                    upload_dir: Path | None) -> str | None:
+    """Write one subject's report(s); the error, when it could not be written (logged, with
+    its traceback in ``logs/``)."""
+    reports = _reports_api()
+    if reports is None:
+        return None
+    out = subject_report_path(output_dir, subject)
+    try:
+        runs = sorted([*runs, *_earlier_results(bids_dir, output_dir, subject, runs)],
+                      key=lambda r: r.run.relpath)
+        shown = [_report_run(reports, r, output_dir) for r in runs]
+        reports.write_subject_report(out, subject, shown)
+        if upload_dir is not None:
+            out = subject_report_path(upload_dir / "derivatives" / "bids-deface", subject)
+            reports.write_subject_report(out, subject, [_upload_run(s, r, output_dir, upload_dir)
+                                                        for s, r in zip(shown, runs)])
+    except Exception as exc:  # a report must not hide the outputs already written
+        log = output_dir / "logs" / f"{out.stem}_report_error.log"
+        with atomic_path(log) as tmp:
+            tmp.write_text(traceback.format_exc())
+        logger.error("cannot write the report of sub-%s: %s (traceback in %s)", subject, exc, log)
+        return f"report of sub-{subject}: {type(exc).__name__}: {exc}"
+    return None
 
 
 def _write_raw_copy(settings: Settings, results: Sequence[RunResult], scrubber: Any) -> None:
@@ -332,9 +348,24 @@ def participant_level(
     scrubber = None
     if settings.scrub_metadata:
         scrubber = Scrubber(load_key(output_dir / "logs" / DATE_SHIFT_KEY), settings.scrub_fields)
-    results = process_runs(runs, output_dir, get_masker, overwrite=settings.overwrite,
-                           on_start=on_start, on_result=on_result, scrubber=scrubber, reface=settings.reface,
-                           jobs=settings.jobs)
+    with contextlib.ExitStack() as stack:
+        # one set of worker processes for the runs and then the subjects' reports
+        pool = (stack.enter_context(worker_pool(min(settings.jobs, len(runs)), get_masker))
+                if settings.jobs > 1 and len(runs) > 1 else None)
+        results = process_runs(runs, output_dir, get_masker, overwrite=settings.overwrite,
+                               on_start=on_start, on_result=on_result, scrubber=scrubber,
+                               reface=settings.reface, pool=pool)
+        report_errors = _finish(settings, results, scrubber, pool)
+    counts = summarise(results)
+    logger.debug("%d run(s): %d defaced, %d already complete, %d failed", len(results),
+                counts["ok"], counts["skipped"], counts["failed"])
+    return LevelResult(results, report_errors)
+
+
+def _finish(settings: Settings, results: Sequence[RunResult], scrubber: Any, pool: Any) -> list[str]:
+    """After the runs: the upload-ready copy, the de-identification report and the subject
+    reports (in the pool's workers, when there is a pool); the reports' errors."""
+    output_dir = settings.output_dir
     if settings.publish_dir is not None:
         _write_raw_copy(settings, results, scrubber)
     if scrubber is not None and scrubber.changes:
@@ -342,11 +373,7 @@ def participant_level(
         with atomic_path(report) as tmp:
             tmp.write_text(scrubber.report_tsv())
         logger.info("metadata de-identified: %d change(s), listed in %s", len(scrubber.changes), report)
-    report_errors = _write_subject_reports(settings.bids_dir, output_dir, results, settings.publish_dir)
-    counts = summarise(results)
-    logger.debug("%d run(s): %d defaced, %d already complete, %d failed", len(results),
-                counts["ok"], counts["skipped"], counts["failed"])
-    return LevelResult(results, report_errors)
+    return _write_subject_reports(settings.bids_dir, output_dir, results, settings.publish_dir, pool)
 
 
 def _threads_per_job(nprocs: int | None, jobs: int) -> int | None:

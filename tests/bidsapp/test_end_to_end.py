@@ -209,6 +209,10 @@ def test_jobs_give_the_outputs_of_one_process(tmp_path: Path) -> None:
         return sorted(next((out / "logs").glob("deidentification_*.tsv")).read_text().splitlines())
 
     assert changes(one) == changes(two) and len(changes(two)) >= 4
+    # the subjects' reports, made in the workers too (the failed run's subject included)
+    assert sorted(p.name for p in two.glob("sub-*.html")) == ["sub-01.html", "sub-02.html", "sub-03.html"]
+    assert sorted(p.name for p in one.glob("sub-*.html")) == ["sub-01.html", "sub-02.html", "sub-03.html"]
+    assert "sub-03_T1w.nii.gz" in (two / "sub-03.html").read_text()
     log = next((two / "logs").glob("bids-deface_participant_*.log")).read_text()
     assert log.count("loaded model") == 2  # one model per worker, its record in this log
     assert "sub-03_T1w" in log and "failed" in log
