@@ -17,7 +17,8 @@ On the CPU the network runs from the model folder's ``model.onnx`` export of its
 in OpenVINO when it is installed (about twice as fast as ONNX Runtime on two threads, in
 float32), else in ONNX Runtime (about twice as fast as PyTorch), and in PyTorch when the
 folder has no export made from its checkpoint; on a CUDA device always in PyTorch. The
-runtimes' logits differ by rounding (about 1e-3 of logits up to 10 or more). Logits come
+runtimes' logits differ by rounding (about 1e-3 of logits up to 10 or more), and
+OpenVINO's also with the number of threads (up to 0.04); ONNX Runtime's do not. Logits come
 back on the model's grid over the cropped box: :class:`Logits`.
 """
 
@@ -202,7 +203,8 @@ class Network:
     def _compiled(self, runtime: str):  # type: ignore[no-untyped-def]
         """``(infer, name)``: a function from one patch ``(1, 1, *patch)`` to its logits
         ``(1, classes, *patch)`` in the runtime ``runtime`` (``auto``: the fastest installed),
-        and the runtime's name with its version; None where no ONNX runtime applies."""
+        and the runtime's name with its version and threads; None where no ONNX runtime
+        applies."""
         path = self.model_dir / ONNX_NAME
         if self.device.type != "cpu" or len(self.checkpoints) != 1 or not path.is_file():
             return None
@@ -227,7 +229,7 @@ class Network:
                 return compiled
             if runtime == "openvino":
                 return None
-        return (lambda patch: session.run(None, {"image": patch})[0]), f"onnxruntime {ort.__version__}"
+        return (lambda patch: session.run(None, {"image": patch})[0]), f"onnxruntime {ort.__version__} ({_threads(threads)})"
 
     def _forward(self, patch: np.ndarray) -> np.ndarray:
         if self._infer is not None:
@@ -323,7 +325,17 @@ def _openvino(path: Path, patch: Sequence[int], threads: int):  # type: ignore[n
         # the output tensor's memory is the request's own: copy before the next patch
         return np.array(request.get_output_tensor(0).data, copy=True)
 
-    return infer, f"openvino {ov.__version__.split('-')[0]}"
+    # its float sums depend on the number of threads (ONNX Runtime's do not): name them
+    return infer, f"openvino {ov.__version__.split('-')[0]} ({_threads(threads)})"
+
+
+def _threads(n: int) -> str:
+    """``n`` threads, in words.
+
+    >>> _threads(1), _threads(2)
+    ('1 thread', '2 threads')
+    """
+    return f"{n} thread" + ("s" if n != 1 else "")
 
 
 #: The share of a side's voxels that must hold tissue for the field of view to cut the head there.

@@ -105,6 +105,17 @@ def test_onnx_runtimes_and_torch_agree(s1_2mm: nib.Nifti1Image, runtime: str) ->
     assert float((a.argmax(0) == b.argmax(0)).float().mean()) > 0.9999
 
 
+def test_runtime_names_its_threads_and_onnxruntime_does_not_depend_on_them(s1_2mm: nib.Nifti1Image) -> None:
+    """The runtime's name carries its threads (OpenVINO's sums depend on them); ONNX
+    Runtime gives the same logits on one thread as on two."""
+    arr, spacing = _zyx(s1_2mm)
+    assert Network(default_model_dir(), torch.device("cpu"), threads=2).backend.endswith(" (2 threads)")
+    one, two = (Network(default_model_dir(), torch.device("cpu"), threads=n, runtime="onnxruntime")
+                for n in (1, 2))
+    assert one.backend.endswith(" (1 thread)") and two.backend.endswith(" (2 threads)")
+    assert torch.equal(one.logits(arr, spacing).values, two.logits(arr, spacing).values)
+
+
 def test_runtime_that_cannot_run_the_model_is_an_error(tmp_path: Path) -> None:
     """Asking for an ONNX runtime where the folder has no export is an error, not PyTorch
     in silence; ``auto`` falls back to PyTorch."""
