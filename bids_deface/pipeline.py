@@ -379,8 +379,7 @@ def process_runs(
     on_result: Callable[[RunResult], None] | None = None,
     scrubber: Scrubber | None = None,
     reface: bool = False,
-    jobs: int = 1,
-    pool: "WorkerPool | None" = None,
+    pool: WorkerPool | None = None,
 ) -> list[RunResult]:
     """Process ``runs``; a failing run does not stop the others (with ``reface``, each is
     also refaced). Results come back in the order of ``runs``.
@@ -394,14 +393,10 @@ def process_runs(
     ----------
     on_start, on_result : callable, optional
         Called before and after each run (progress display).
-    jobs : int
-        Runs processed at once, each in a process of its own (started with ``spawn``), which
-        loads its own masker: ``get_masker`` (and ``scrubber``) must then be picklable, e.g.
-        a :func:`functools.partial` of :func:`load_face_model`. 1: one after the other, in
-        this process.
     pool : WorkerPool, optional
-        Worker processes already started (:func:`worker_pool`), used instead of ``jobs``
-        new ones (and left running, e.g. for the reports).
+        Worker processes (:func:`worker_pool`, which takes ``get_masker``): the runs are
+        shared among them, each worker loading its own masker, and the pool is left
+        running (e.g. for the reports). None: one run after the other, in this process.
     """
     claimed: dict[Path, AnatRun] = {}
     todo: list[tuple[int, AnatRun, OutputPaths | None, str | None]] = []
@@ -418,9 +413,6 @@ def process_runs(
         todo.append((i, run, paths, clash))
     if pool is not None:
         return _process_in_workers(todo, output_dir, overwrite, on_start, on_result, scrubber, pool)
-    if jobs > 1 and len(todo) > 1:
-        with worker_pool(min(jobs, len(todo)), get_masker) as own:
-            return _process_in_workers(todo, output_dir, overwrite, on_start, on_result, scrubber, own)
     masker = _OnceMasker(get_masker)
     results = []
     for _, run, paths, clash in todo:

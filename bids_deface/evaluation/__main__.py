@@ -351,6 +351,12 @@ def to_markdown(rows: list[dict], command: str) -> str:
             f"```\n{command}\n```\n")
 
 
+def add_runtime_option(parser: argparse.ArgumentParser) -> None:
+    """``--runtime``: what runs the network (:data:`bids_deface.settings.RUNTIMES`)."""
+    parser.add_argument("--runtime", choices=list(RUNTIMES), default="auto",
+                        help="what runs the network (default: as the app, OpenVINO when installed)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate the face model on a held-out real head.")
     parser.add_argument("--head", default="pycortex_s1")
@@ -360,8 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the rows as JSON")
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runtime", choices=list(RUNTIMES), default="auto",
-                        help="what runs the network (default: as the app, OpenVINO when installed)")
+    add_runtime_option(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     rows = evaluate(args.sources / f"{args.head}.nii.gz", args.head, args.model_dir, args.cases, args.threads,

@@ -26,9 +26,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..settings import RUNTIMES
 from ..training.folds import FOLDS
-from .__main__ import FEATURES, evaluate, evaluate_case, passes
+from .__main__ import FEATURES, add_runtime_option, evaluate, evaluate_case, passes
 from .cases import CASE_NAMES, not_head_cases
 from .metrics import REQUIRED
 
@@ -139,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runtime", choices=list(RUNTIMES), default="auto",
-                        help="what runs the network (default: as the app, OpenVINO when installed)")
+    add_runtime_option(parser)
     parser.add_argument("--model-note", help="what the table's model is, when --model-dir is not the fold's")
     parser.add_argument("--from-json", type=Path, help="write the table from rows saved by --json (no image scored again; each row passed again by the thresholds)")
     args = parser.parse_args(argv)

@@ -40,7 +40,7 @@ from .evidence import FEATURES
 from .outcomes import VERDICTS
 from .verdict import Forest, rule_verdict
 
-__all__ = ["samples", "fit_forest", "fit_logistic", "class_probabilities", "choose_thresholds", "apply_thresholds", "heldout", "MIN_ACCURACY", "MAX_REFERRAL"]
+__all__ = ["samples", "fit_forest", "fit_logistic", "out_of_fold", "class_probabilities", "choose_thresholds", "apply_thresholds", "heldout", "MIN_ACCURACY", "MAX_REFERRAL"]
 
 logger = logging.getLogger("bids_deface.qc")
 
@@ -116,7 +116,7 @@ def class_probabilities(forest, x: np.ndarray, classes: list[str]) -> np.ndarray
     return p
 
 
-def _oof(x: np.ndarray, y: np.ndarray, heads: np.ndarray, fit=fit_forest) -> tuple[np.ndarray, list[str]]:  # type: ignore[no-untyped-def]
+def out_of_fold(x: np.ndarray, y: np.ndarray, heads: np.ndarray, fit=fit_forest) -> tuple[np.ndarray, list[str]]:  # type: ignore[no-untyped-def]
     """Out-of-fold probabilities by leaving one head out at a time (``fit(x, y)`` returns
     a fitted scikit-learn classifier; the shipped forest by default)."""
     classes = sorted(set(y))
@@ -138,7 +138,7 @@ def heldout(x: np.ndarray, y: np.ndarray, heads: np.ndarray) -> tuple[np.ndarray
     used = {}
     for h in sorted(set(heads)):
         test = heads == h
-        p_in, classes = _oof(x[~test], y[~test], heads[~test])
+        p_in, classes = out_of_fold(x[~test], y[~test], heads[~test])
         free = ~ruled[~test]
         t, tp = choose_thresholds(p_in[free], y[~test][free], classes)
         ph = class_probabilities(fit_forest(x[~test], y[~test]), x[test], classes)
@@ -165,7 +165,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray):  # type: ignore[no-untyped-def]
 
 def _logistic_heldout(x: np.ndarray, y: np.ndarray, heads: np.ndarray) -> float:
     """Held-out accuracy (no referral) of :func:`fit_logistic`, for comparison."""
-    p, classes = _oof(x, y, heads, fit_logistic)
+    p, classes = out_of_fold(x, y, heads, fit_logistic)
     return float((np.asarray(classes)[p.argmax(1)] == y).mean())
 
 
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"summary": summary(info, verdicts), "thresholds": used, "verdicts": out},
                                         indent=0, default=float))
     if args.model:
-        p_all, classes = _oof(x, y, heads)
+        p_all, classes = out_of_fold(x, y, heads)
         free = np.asarray([v is None for v in ruled_by(x)])
         t, tp = choose_thresholds(p_all[free], y[free], classes)
         forest = fit_forest(x, y)

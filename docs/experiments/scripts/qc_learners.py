@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_deface.qc.train import MIN_ACCURACY, _oof, fit_forest, fit_logistic, ruled_by, samples
+from bids_deface.qc.train import MIN_ACCURACY, fit_forest, fit_logistic, out_of_fold, ruled_by, samples
 
 OUTCOMES = Path(__file__).resolve().parents[3] / "benchmarks" / "qc" / "outcomes.json"
 
@@ -60,7 +60,7 @@ def main() -> int:
           f"| decided at {MIN_ACCURACY:.0%} accuracy (upper bound) |")
     print("|---|---|---|---|---|")
     for name, fit in learners().items():
-        p, classes = _oof(x, y, heads, fit)
+        p, classes = out_of_fold(x, y, heads, fit)
         best = np.asarray(classes)[p.argmax(1)]
         acc = {m: float((best[mode == m] == y[mode == m]).mean()) for m in ("audit", "paired")}
         print(f"| {name} | {float((best == y).mean()):.3f} | {acc['audit']:.3f} | {acc['paired']:.3f} "

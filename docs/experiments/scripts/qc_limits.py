@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_deface.qc.train import (_GRID, MIN_ACCURACY, REFER_ALL, _oof, class_probabilities, fit_forest,
+from bids_deface.qc.train import (_GRID, MIN_ACCURACY, REFER_ALL, class_probabilities, fit_forest, out_of_fold,
                                   ruled_by, samples)
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     given = np.empty(len(y), dtype=object)
     for h in sorted(set(heads)):
         test = heads == h
-        p_in, classes = _oof(x[~test], y[~test], heads[~test])
+        p_in, classes = out_of_fold(x[~test], y[~test], heads[~test])
         th = per_verdict_thresholds(p_in[~ruled[~test]], y[~test][~ruled[~test]], classes)
         ph = class_probabilities(fit_forest(x[~test], y[~test]), x[test], classes)
         best, prob = np.asarray(classes)[ph.argmax(1)], ph.max(1)
