@@ -17,8 +17,9 @@ On the CPU the network runs from the model folder's ``model.onnx`` export of its
 in OpenVINO when it is installed (about twice as fast as ONNX Runtime on two threads, in
 float32), else in ONNX Runtime (about twice as fast as PyTorch), and in PyTorch when the
 folder has no export made from its checkpoint; on a CUDA device always in PyTorch. The
-runtimes' logits differ by rounding (about 1e-3 of logits up to 10 or more), and
-OpenVINO's also with the number of threads (up to 0.04); ONNX Runtime's do not. Logits come
+runtimes' logits differ by rounding (about 1e-3 of logits up to 10 or more); neither's
+depend on the number of threads (OpenVINO runs each patch on one thread, patches side by
+side: one patch on two threads would change its logits by up to 0.04). Logits come
 back on the model's grid over the cropped box: :class:`Logits`.
 """
 
@@ -229,17 +230,21 @@ class Network:
                 return compiled
             if runtime == "openvino":
                 return None
-        return (lambda patch: session.run(None, {"image": patch})[0]), f"onnxruntime {ort.__version__} ({_threads(threads)})"
+        return (lambda patches: [session.run(None, {"image": p})[0] for p in patches]), f"onnxruntime {ort.__version__} ({_threads(threads)})"
 
-    def _forward(self, patch: np.ndarray) -> np.ndarray:
+    def _forward(self, patches: list[np.ndarray]) -> list[np.ndarray]:
+        """Logits ``(classes, *patch)`` of each patch ``patch`` of ``patches``."""
         if self._infer is not None:
-            return self._infer(patch[None, None])[0]
+            return [out[0] for out in self._infer([p[None, None] for p in patches])]
+        outs = []
         with torch.inference_mode():
-            x = torch.from_numpy(patch)[None, None].to(self.device)
-            total = self._nets[0](x)[0].float()
-            for net in self._nets[1:]:
-                total += net(x)[0].float()
-            return (total / len(self._nets)).cpu().numpy()
+            for patch in patches:
+                x = torch.from_numpy(patch)[None, None].to(self.device)
+                total = self._nets[0](x)[0].float()
+                for net in self._nets[1:]:
+                    total += net(x)[0].float()
+                outs.append((total / len(self._nets)).cpu().numpy())
+        return outs
 
     def logits(self, data: np.ndarray, spacing: Sequence[float], new_spacing: Sequence[float] | None = None,
                axes: Sequence[int] = (0, 1, 2), mirror: Sequence[int] = (), cut_pad_mm: float = 0.0,
@@ -294,10 +299,12 @@ class Network:
         padded = np.pad(image, [(b, p - b) for b, p in zip(before, pad)]).astype(np.float32, copy=False)
         total = np.zeros((self.classes, *padded.shape), np.float32)
         weight = np.zeros(padded.shape, np.float32)
-        for start in np.ndindex(*[len(sliding_window_starts(n, p)) for n, p in zip(padded.shape, self.patch)]):
-            corner = [sliding_window_starts(n, p)[i] for n, p, i in zip(padded.shape, self.patch, start)]
-            where = tuple(slice(c, c + p) for c, p in zip(corner, self.patch))
-            total[(slice(None), *where)] += self._forward(np.ascontiguousarray(padded[where])) * self._gauss
+        starts = [sliding_window_starts(n, p) for n, p in zip(padded.shape, self.patch)]
+        wheres = [tuple(slice(s[i], s[i] + p) for s, p, i in zip(starts, self.patch, index))
+                  for index in np.ndindex(*[len(s) for s in starts])]
+        # all patches at once (the runtime may run them side by side), summed in a fixed order
+        for where, values in zip(wheres, self._forward([np.ascontiguousarray(padded[w]) for w in wheres])):
+            total[(slice(None), *where)] += values * self._gauss
             weight[where] += self._gauss
         total /= weight
         return total[(slice(None), *(slice(b, b + n) for b, n in zip(before, image.shape)))]
@@ -306,7 +313,12 @@ class Network:
 def _openvino(path: Path, patch: Sequence[int], threads: int):  # type: ignore[no-untyped-def]
     """``(infer, name)`` for the ONNX model at ``path`` compiled by OpenVINO for patches of
     shape ``patch`` in float32 on ``threads`` CPU threads; None where OpenVINO is not
-    installed. (OpenVINO would compute in bfloat16 on CPUs that have it unless told not to.)"""
+    installed. (OpenVINO would compute in bfloat16 on CPUs that have it unless told not to.)
+
+    The threads run as streams of one thread each, one patch per stream: a patch's float
+    sums are then those of one thread, whatever the number of threads (one stream of two
+    threads gives other logits, by up to 0.04, than one thread), at the speed of one stream
+    of all the threads on a head's four patches."""
     try:
         import openvino as ov
     except ImportError:
@@ -315,18 +327,34 @@ def _openvino(path: Path, patch: Sequence[int], threads: int):  # type: ignore[n
     core = ov.Core()
     model = core.read_model(str(path))
     model.reshape({model.input(0).get_any_name(): [1, 1, *[int(p) for p in patch]]})
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": int(threads),
-                                                 "PERFORMANCE_HINT": "LATENCY",
-                                                 "INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
+    def compile_streams(n: int):  # type: ignore[no-untyped-def]
+        compiled = core.compile_model(model, "CPU", {"NUM_STREAMS": n, "INFERENCE_NUM_THREADS": n,
+                                                     "INFERENCE_PRECISION_HINT": "f32"})
+        return compiled, int(compiled.get_property("NUM_STREAMS")), int(compiled.get_property("INFERENCE_NUM_THREADS"))
 
-    def infer(x: np.ndarray) -> np.ndarray:
-        request.infer({0: x})
-        # the output tensor's memory is the request's own: copy before the next patch
-        return np.array(request.get_output_tensor(0).data, copy=True)
+    compiled, streams, used = compile_streams(int(threads))
+    if used != streams:
+        # OpenVINO runs at most one stream per physical core, and may keep more threads than streams
+        compiled, streams, used = compile_streams(streams)
+    if used != streams:
+        logger.warning("OpenVINO runs %d streams on %d threads: its logits may depend on the threads", streams, used)
+    queue = ov.AsyncInferQueue(compiled, streams)
+    outputs: dict[int, np.ndarray] = {}
 
-    # its float sums depend on the number of threads (ONNX Runtime's do not): name them
-    return infer, f"openvino {ov.__version__.split('-')[0]} ({_threads(threads)})"
+    def done(request, index: int) -> None:  # type: ignore[no-untyped-def]
+        # the output tensor's memory is the request's own: copy before its next patch
+        outputs[index] = np.array(request.get_output_tensor(0).data, copy=True)
+
+    queue.set_callback(done)
+
+    def infer(patches: list[np.ndarray]) -> list[np.ndarray]:
+        outputs.clear()
+        for index, x in enumerate(patches):
+            queue.start_async({0: x}, userdata=index)
+        queue.wait_all()
+        return [outputs.pop(i) for i in range(len(patches))]
+
+    return infer, f"openvino {ov.__version__.split('-')[0]} ({streams} stream{'s' if streams != 1 else ''} of 1 thread)"
 
 
 def _threads(n: int) -> str:

@@ -105,14 +105,16 @@ def test_onnx_runtimes_and_torch_agree(s1_2mm: nib.Nifti1Image, runtime: str) ->
     assert float((a.argmax(0) == b.argmax(0)).float().mean()) > 0.9999
 
 
-def test_runtime_names_its_threads_and_onnxruntime_does_not_depend_on_them(s1_2mm: nib.Nifti1Image) -> None:
-    """The runtime's name carries its threads (OpenVINO's sums depend on them); ONNX
-    Runtime gives the same logits on one thread as on two."""
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_logits_do_not_depend_on_the_threads(s1_2mm: nib.Nifti1Image, runtime: str) -> None:
+    """Either runtime gives the same logits on one thread as on two (OpenVINO as streams
+    of one thread each, ONNX Runtime on its threads), and its name says how it runs."""
     arr, spacing = _zyx(s1_2mm)
-    assert Network(default_model_dir(), torch.device("cpu"), threads=2).backend.endswith(" (2 threads)")
-    one, two = (Network(default_model_dir(), torch.device("cpu"), threads=n, runtime="onnxruntime")
-                for n in (1, 2))
-    assert one.backend.endswith(" (1 thread)") and two.backend.endswith(" (2 threads)")
+    one, two = (Network(default_model_dir(), torch.device("cpu"), threads=n, runtime=runtime) for n in (1, 2))
+    if runtime == "openvino":
+        assert one.backend.endswith(" (1 stream of 1 thread)") and two.backend.endswith(" (2 streams of 1 thread)")
+    else:
+        assert one.backend.endswith(" (1 thread)") and two.backend.endswith(" (2 threads)")
     assert torch.equal(one.logits(arr, spacing).values, two.logits(arr, spacing).values)
 
 
