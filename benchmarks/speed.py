@@ -240,7 +240,7 @@ def table(results: list[dict], threads: int, device: str) -> str:
     lines.append("| total / I/O floor | " + " | ".join(f"{r['total'] / r['io_floor']:.1f}×" for r in cases) + " |")
     lines.append("| quickshear 1.2 (given a brain mask) | " + " | ".join(f"{r['quickshear']:.2f}" for r in cases) + " |")
     lines.append("| total / quickshear | " + " | ".join(f"{r['total'] / r['quickshear']:.1f}×" for r in cases) + " |")
-    lines.append("| peak RSS (MB) | " + " | ".join(f"{r['rss_mb']:.0f}" for r in cases) + " |")
+    lines.append("| peak RSS (MiB) | " + " | ".join(f"{r['rss_mb']:.0f}" for r in cases) + " |")
     datasets = [r for r in results if r["case"] == "dataset"]
     machine = (f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.processor() or 'unknown CPU'}), "
                f"{threads} threads, network in {cases[0]['backend']}")
@@ -253,8 +253,8 @@ def table(results: list[dict], threads: int, device: str) -> str:
         how = ("one process: start, model load, every run, every report" if jobs == 1 else
                f"`--jobs {jobs}`: {jobs} worker processes of {max(1, threads // jobs)} thread(s) each, "
                "runs and reports shared among them")
-        rss = (f"peak RSS {ds['rss_mb']:.0f} MB" if jobs == 1 else
-               f"peak RSS {ds['rss_mb']:.0f} MB in the first process, {ds['worker_rss_mb']:.0f} MB in a worker")
+        rss = (f"peak RSS {ds['rss_mb']:.0f} MiB" if jobs == 1 else
+               f"peak RSS {ds['rss_mb']:.0f} MiB in the first process, {ds['worker_rss_mb']:.0f} MiB in a worker")
         text += (f"\nDataset of {ds['subjects']} 1 mm images through `bids-deface … participant` "
                  f"({how}): **{ds['wall']:.1f} s**, {ds['per_image']:.2f} s per image, "
                  f"{ds['images_per_s']:.2f} images/s, {rss} (exit code {ds['exit']}).\n")
