@@ -221,6 +221,48 @@ def test_singularity_is_built_from_the_image_ci_publishes(singularity: tuple[dic
     assert tag in ("", "latest"), f"Singularity.def pins tag {tag!r}; CI pushes :latest and :VERSION"
 
 
+_DOCKER_STAND_IN = """#!/usr/bin/env bash
+# stand-in for the Docker CLI (no engine here): records each call; the participant level
+# exits with $PARTICIPANT_CODE; `docker cp data:/out/...` brings back a group.tsv of ok runs
+echo "$*" >> "$CALLS"
+case " $* " in *" participant "*) exit "${PARTICIPANT_CODE:-0}" ;; esac
+if [ "$1" = cp ] && [[ "$2" == data:* ]]; then
+    mkdir -p "$3/bids-deface" && printf 'status\\tname\\nok\\ta\\n' > "$3/bids-deface/group.tsv"
+fi
+"""
+
+
+@pytest.mark.parametrize("code, expected", [(0, 0), (7, 0), (1, 1)])
+def test_ci_container_run_goes_on_after_qc_verdicts_that_are_not_pass(tmp_path: Path, code: int,
+                                                                      expected: int) -> None:
+    """CI's container step runs the group level and the validator when the participant
+    level exits 7 (every run finished, a QC verdict is not pass: the example's are
+    ``review``), and stops on any other failure; run under CircleCI's shell
+    (``bash -eo pipefail``) with a stand-in for the Docker CLI."""
+    config = yaml.safe_load((REPO / ".circleci" / "config.yml").read_text(encoding="utf-8"))
+    steps = [s["run"] for job in config["jobs"].values() for s in job.get("steps", [])
+             if isinstance(s, dict) and isinstance(s.get("run"), dict)]
+    (step,) = [s for s in steps if "participant" in s.get("command", "") and "docker run" in s["command"]]
+    image = config["parameters"]["image"]["default"]
+    command = step["command"].replace("<< pipeline.parameters.image >>", image)
+    command = command.replace("/tmp/outputs", str(tmp_path / "outputs"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(_DOCKER_STAND_IN)
+    (bin_dir / "docker").chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CALLS=str(calls),
+               PARTICIPANT_CODE=str(code))
+    done = subprocess.run(["bash", "-eo", "pipefail", "-c", command], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == expected, done.stdout + done.stderr
+    ran = calls.read_text().splitlines()
+    assert any(" participant " in f" {c} " for c in ran)
+    assert any(" group " in f" {c} " for c in ran) == (expected == 0)
+    if expected == 0:
+        assert "every run ok" in done.stdout
+
+
 # ------------------------------------------------------------------------------- Python --
 
 
