@@ -212,16 +212,20 @@ def _earlier_results(bids_dir: Path, output_dir: Path, subject: str,
 
 def _upload_run(run: Any, result: RunResult, output_dir: Path, upload_dir: Path) -> Any:
     """``run`` (a :class:`~bids_deface.reports.ReportRun`) as the upload tree's report shows
-    it: the defaced image and the mask of the upload tree, nothing before defacing."""
+    it: the defaced image and the mask of the upload tree, nothing before defacing (nor the
+    checksum of the image before defacing)."""
     published = upload_dir / result.run.relpath
     mask = None
     if run.mask is not None:
         # derivatives/bids-deface/ holds the QC folder's files at their place below sub-*
         mask = upload_dir / "derivatives" / "bids-deface" / Path(run.mask).relative_to(output_dir)
+    from .bids.publish import for_upload
+
     return dataclasses.replace(
         run, source=published if run.defaced is not None and published.is_file() else None,
         defaced=None, mask=mask if mask is not None and mask.is_file() else None,
-        refaced=None, refacing={}, audit=False, upload=True)
+        refaced=None, refacing={}, audit=False, upload=True,
+        sidecar=for_upload(run.sidecar) if isinstance(run.sidecar, dict) else run.sidecar)
 
 
 def _write_subject_reports(bids_dir: Path, output_dir: Path, results: Sequence[RunResult],

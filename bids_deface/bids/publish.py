@@ -12,7 +12,8 @@ What the copy holds:
 * JSON sidecars and ``scans.tsv`` / ``sessions.tsv`` / ``participants.tsv`` de-identified
   (:mod:`bids_deface.bids.scrub`), rows of excluded images dropped from ``scans.tsv``;
 * ``derivatives/bids-deface/``: the face masks with their sidecars, each defaced image's
-  sidecar (its QC record: the ``Defacing`` object), a ``dataset_description.json`` and
+  sidecar (its QC record: the ``Defacing`` object, less what was computed from the image
+  before defacing: :data:`NOT_UPLOADED`), a ``dataset_description.json`` and
   ``excluded.tsv``; the workflow adds there the reports of the defaced images alone and,
   at the group level, ``group.tsv`` and ``group.html``. The reports with the images
   before defacing (which show faces) and the logs (which hold the date-shift key) stay in
@@ -33,7 +34,7 @@ from typing import Any, Iterable
 from ..io import atomic_path
 from .scrub import Scrubber
 
-__all__ = ["RawCopy", "write_raw_copy", "EXCLUDED_TSV", "SKIPPED_FOLDERS"]
+__all__ = ["RawCopy", "write_raw_copy", "for_upload", "EXCLUDED_TSV", "SKIPPED_FOLDERS", "NOT_UPLOADED"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,11 @@ EXCLUDED_TSV = "excluded.tsv"
 #: Top-level folders of the input that are not copied (their images may show faces).
 SKIPPED_FOLDERS = ("derivatives", "sourcedata")
 _TABLES = ("_scans.tsv", "_sessions.tsv", "participants.tsv")
+#: Keys of a sidecar's ``Defacing`` object left out of the upload: the SHA-256 of the image
+#: before defacing, which would let whoever holds that image (or another copy of it, in a
+#: dataset that was not defaced) link the upload to it. The QC folder's sidecar keeps it
+#: (reruns compare it with the input).
+NOT_UPLOADED = ("InputSHA256",)
 _IMAGE = (".nii", ".nii.gz")
 
 
@@ -182,10 +188,28 @@ def write_raw_copy(bids_dir: Path, root: Path, defaced: dict[str, Path], failed:
     deriv = root / "derivatives" / "bids-deface"
     for src in derived:
         subject_root = next(p for p in src.parents if p.name.startswith("sub-"))
-        _link_or_copy(src, deriv / src.relative_to(subject_root.parent))
+        dest = deriv / src.relative_to(subject_root.parent)
+        meta = json.loads(src.read_text()) if src.name.endswith(".json") else None
+        if isinstance(meta, dict) and for_upload(meta) != meta:
+            _write_text(dest, json.dumps(for_upload(meta), indent=2) + "\n")
+        else:
+            _link_or_copy(src, dest)
     _write_text(deriv / "dataset_description.json", json.dumps(derivative_description, indent=2) + "\n")
     _update_excluded(deriv / EXCLUDED_TSV, copy.excluded, None if only is None and only_ses is None else mine)
     return copy
+
+
+def for_upload(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """``sidecar`` as the upload holds it: its ``Defacing`` object without the keys of
+    :data:`NOT_UPLOADED`.
+
+    >>> for_upload({"EchoTime": 0.003, "Defacing": {"VoxelsRemoved": 5, "InputSHA256": "ab"}})
+    {'EchoTime': 0.003, 'Defacing': {'VoxelsRemoved': 5}}
+    """
+    defacing = sidecar.get("Defacing")
+    if not isinstance(defacing, dict) or not any(k in defacing for k in NOT_UPLOADED):
+        return sidecar
+    return {**sidecar, "Defacing": {k: v for k, v in defacing.items() if k not in NOT_UPLOADED}}
 
 
 def _update_excluded(path: Path, rows: list[tuple[str, str]], mine: Any = None) -> None:

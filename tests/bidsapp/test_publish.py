@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -89,13 +90,18 @@ def test_raw_layout_is_an_upload_ready_copy(dataset: Path, tmp_path: Path, valid
         assert 'alt="As uploaded defacing' in shared and 'alt="Before' not in shared
     assert "Defacing failed" in (deriv / "sub-02.html").read_text()  # the unreadable T2w
 
-    # metadata: no identifying value anywhere in the upload tree
+    # metadata: no identifying value anywhere in the upload tree, nor the checksum of an
+    # image before defacing (the QC folder's sidecars keep it for reruns)
+    checksums = [hashlib.sha256((dataset / r.run.relpath).read_bytes()).hexdigest()
+                 for r in result.results if not r.failed]
+    assert all(c in (qc / "sub-01.html").read_text() + (qc / "sub-02.html").read_text() for c in checksums)
     for path in up.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
             data = gzip.decompress(data) if path.name.endswith(".gz") else data
             # (LabNotebookId is not in the default list: see test_scrub for --scrub-fields)
-            for value in (*(v for k, v in SECRETS.items() if k != "LabNotebookId"), "DOE^JANE", "2021-05-03"):
+            for value in (*(v for k, v in SECRETS.items() if k != "LabNotebookId"), "DOE^JANE", "2021-05-03",
+                          *checksums):
                 assert value.encode() not in data, (path, value)
     scans = (up / "sub-01/ses-pre/sub-01_ses-pre_scans.tsv").read_text().splitlines()
     assert len(scans) == 3 and "T1map" not in "".join(scans)  # its row goes with the image
