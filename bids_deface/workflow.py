@@ -210,10 +210,25 @@ def _earlier_results(bids_dir: Path, output_dir: Path, subject: str,
     return earlier
 
 
-def _upload_run(run: Any, result: RunResult, output_dir: Path, upload_dir: Path) -> Any:
+def without_input_dir(text: str | None, bids_dir: Path) -> str | None:
+    """``text`` (an error message) as the upload shows it: the input folder's location
+    taken out of the paths in it, which are then relative to the dataset.
+
+    >>> without_input_dir("cannot read /data/site-x/bids/sub-01/anat/sub-01_T1w.nii.gz", Path("/data/site-x/bids"))
+    'cannot read sub-01/anat/sub-01_T1w.nii.gz'
+    """
+    if not text:
+        return text
+    for where in sorted({str(Path(bids_dir)), str(Path(bids_dir).absolute()), str(Path(bids_dir).resolve())},
+                        key=len, reverse=True):
+        text = text.replace(where.rstrip("/") + "/", "")
+    return text
+
+
+def _upload_run(run: Any, result: RunResult, output_dir: Path, upload_dir: Path, bids_dir: Path) -> Any:
     """``run`` (a :class:`~bids_deface.reports.ReportRun`) as the upload tree's report shows
     it: the defaced image and the mask of the upload tree, nothing before defacing (nor the
-    checksum of the image before defacing)."""
+    checksum of the image before defacing, nor the input folder's location)."""
     published = upload_dir / result.run.relpath
     mask = None
     if run.mask is not None:
@@ -225,7 +240,8 @@ def _upload_run(run: Any, result: RunResult, output_dir: Path, upload_dir: Path)
         run, source=published if run.defaced is not None and published.is_file() else None,
         defaced=None, mask=mask if mask is not None and mask.is_file() else None,
         refaced=None, refacing={}, audit=False, upload=True,
-        sidecar=for_upload(run.sidecar) if isinstance(run.sidecar, dict) else run.sidecar)
+        sidecar=for_upload(run.sidecar) if isinstance(run.sidecar, dict) else run.sidecar,
+        error=without_input_dir(run.error, bids_dir))
 
 
 def _write_subject_reports(bids_dir: Path, output_dir: Path, results: Sequence[RunResult],
@@ -262,7 +278,7 @@ def _subject_report(bids_dir: Path, output_dir: Path, subject: str, runs: Sequen
         reports.write_subject_report(out, subject, shown)
         if upload_dir is not None:
             out = subject_report_path(upload_dir / "derivatives" / "bids-deface", subject)
-            reports.write_subject_report(out, subject, [_upload_run(s, r, output_dir, upload_dir)
+            reports.write_subject_report(out, subject, [_upload_run(s, r, output_dir, upload_dir, bids_dir)
                                                         for s, r in zip(shown, runs)])
     except Exception as exc:  # a report must not hide the outputs already written
         log = output_dir / "logs" / f"{out.stem}_report_error.log"
@@ -279,12 +295,12 @@ def _write_raw_copy(settings: Settings, results: Sequence[RunResult], scrubber: 
 
     done = [r for r in results if r.status in ("ok", "skipped") and r.paths is not None]
     defaced = {r.run.relpath: r.paths.defaced for r in done}
-    failed = {r.run.relpath: (r.error or "failed") for r in results if r.failed}
+    failed = {r.run.relpath: (without_input_dir(r.error, settings.bids_dir) or "failed") for r in results if r.failed}
     # into derivatives/: the masks and the QC record of each image (its sidecar: de-identified
     # metadata and the Defacing object), not the defaced image, which is in place in the copy
     derived = [p for r in done for p in (r.paths.mask, r.paths.mask_json, r.paths.defaced_json)]
     root = settings.publish_dir
-    description = dataset_description(settings.bids_dir, root / "derivatives" / "bids-deface")
+    description = dataset_description(settings.bids_dir, root / "derivatives" / "bids-deface", source_root=root)
     copy = write_raw_copy(settings.bids_dir, root, defaced, failed, derived, scrubber, description,
                           subjects=settings.participant_label or None, sessions=settings.session_label or None)
     logger.info("upload-ready copy in %s: %d defaced image(s) in place, %d other file(s)%s; reports with the "
@@ -485,7 +501,6 @@ def _write_upload_group(settings: Settings, rows: Sequence[Mapping[str, Any]], r
     if not deriv.is_dir():
         logger.warning("no upload copy in %s: run the participant level first", settings.publish_dir)
         return []
-    where = str(settings.bids_dir).rstrip("/") + "/"
     shared = []
     for row in rows:
         report = row.get("report")
@@ -493,7 +508,7 @@ def _write_upload_group(settings: Settings, rows: Sequence[Mapping[str, Any]], r
             **row,
             "defaced": f"../../{row['source']}" if row.get("defaced") else None,
             "report": report if report and (deriv / report).is_file() else None,
-            "error": str(row["error"]).replace(where, "") if row.get("error") else None,
+            "error": without_input_dir(str(row["error"]), settings.bids_dir) if row.get("error") else None,
         })
     write_group_tsv(deriv / GROUP_TSV, shared)
     if reports is None:

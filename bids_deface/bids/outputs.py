@@ -229,10 +229,13 @@ def detect_container(root: Path = Path("/")) -> dict[str, str] | None:
     return info
 
 
-def dataset_description(bids_dir: Path, output_dir: Path) -> dict[str, Any]:
-    """``dataset_description.json`` of the derivative dataset."""
+def dataset_description(bids_dir: Path, output_dir: Path, source_root: Path | None = None) -> dict[str, Any]:
+    """``dataset_description.json`` of the derivative dataset in ``output_dir``, made from
+    the input ``bids_dir``. Its links point to ``source_root`` (default: ``bids_dir``): the
+    upload's derivative (``--output-layout raw``) links to the upload that holds it, by a
+    relative path, which names no folder of the machine it was made on."""
     source = read_json(Path(bids_dir) / "dataset_description.json") or {}
-    links = dataset_links(bids_dir, output_dir)
+    links = dataset_links(source_root if source_root is not None else bids_dir, output_dir)
     generated: dict[str, Any] = {
         "Name": PIPELINE_NAME,
         "Version": __version__,

@@ -120,6 +120,10 @@ def test_raw_layout_is_an_upload_ready_copy(dataset: Path, tmp_path: Path, valid
             assert (deriv / row["defaced"]).resolve() == (up / row["source"]).resolve()
             assert (deriv / row["mask"]).is_file() and (deriv / row["report"]).is_file()
     assert str(dataset) not in (deriv / "group.tsv").read_text() + (deriv / "group.html").read_text()
+    # nor anywhere else in the upload: its derivative links to the upload itself
+    assert not [p for p in up.rglob("*") if p.is_file() and str(dataset).encode() in p.read_bytes()]
+    links = json.loads((deriv / "dataset_description.json").read_text())["DatasetLinks"]
+    assert (deriv / links["raw"]).resolve() == up.resolve()
 
     report = run_validator(up)
     assert report.errors == [], report.errors
