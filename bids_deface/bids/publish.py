@@ -4,7 +4,9 @@ upload, in which every defaced image replaces its source under the source's own 
 What the copy holds:
 
 * every file of the input but ``derivatives/`` and ``sourcedata/`` (their images may show
-  faces) and hidden files: hard links where the file system allows, copies otherwise;
+  faces) and hidden files: copies, never links, so that nothing done to the upload
+  (an edit in place, DataLad making its files read-only) reaches the input; block clones
+  where the file system can make them (btrfs, XFS: no space used until one side changes);
 * each defaced run's image (``.nii`` or ``.nii.gz``, as the source was) in place of the
   source's; no other image of an ``anat/`` folder — a selected run that failed, or an image
   of a suffix that was not selected — is copied: they are listed in
@@ -58,6 +60,45 @@ class RawCopy:
     replaced: list[str] = field(default_factory=list)
     excluded: list[tuple[str, str]] = field(default_factory=list)
     copied: int = 0
+
+
+#: Linux's ioctl that makes a file share another's blocks, copy-on-write (``FICLONE``).
+_FICLONE = 0x40049409
+
+
+def _copy_input_file(src: Path, dest: Path) -> None:
+    """``dest`` as a copy of the input file ``src`` (its content, times and mode; a block
+    clone where the file system can make one), replaced atomically; nothing to do when it
+    already is such a copy (same size and modification time, not the same file)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    st = src.stat()
+    if dest.is_file() and not dest.is_symlink() and not os.path.samefile(src, dest):
+        here = dest.stat()
+        if (here.st_size, here.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+            return
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.copy")
+    tmp.unlink(missing_ok=True)
+    try:
+        if not _clone(src, tmp):
+            shutil.copyfile(src, tmp)
+        shutil.copystat(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _clone(src: Path, dest: Path) -> bool:
+    """Whether ``dest`` could be made a block clone of ``src`` (copy-on-write)."""
+    try:
+        import fcntl
+    except ImportError:  # not on Windows
+        return False
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        try:
+            fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+        except OSError:  # not Linux, or a file system without clones
+            return False
+    return True
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
@@ -183,7 +224,7 @@ def write_raw_copy(bids_dir: Path, root: Path, defaced: dict[str, Path], failed:
             if not path.exists():  # a link to content that is not there
                 copy.excluded.append((rel, "content not present"))
                 continue
-            _link_or_copy(path, dest)
+            _copy_input_file(path, dest)
             copy.copied += 1
     deriv = root / "derivatives" / "bids-deface"
     for src in derived:

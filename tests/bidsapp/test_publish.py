@@ -42,7 +42,7 @@ def dataset(tmp_path: Path) -> Path:
 
 
 def test_raw_layout_is_an_upload_ready_copy(dataset: Path, tmp_path: Path, validator: str) -> None:
-    before = tree_digest(dataset)
+    before = digest = tree_digest(dataset)
     up = tmp_path / "upload"
     settings = parse_args([str(dataset), str(up), "participant", "--skip-bids-validation",
                            "--output-layout", "raw"])
@@ -70,7 +70,8 @@ def test_raw_layout_is_an_upload_ready_copy(dataset: Path, tmp_path: Path, valid
     excluded = (up / "derivatives/bids-deface/excluded.tsv").read_text()
     assert "sub-02_ses-pre_T2w.nii.gz" in excluded and "not selected" in excluded
     # everything else is there: func, top-level files
-    assert (up / "sub-01/ses-pre/func/sub-01_ses-pre_task-rest_bold.nii.gz").is_file()
+    bold = "sub-01/ses-pre/func/sub-01_ses-pre_task-rest_bold.nii.gz"
+    assert (up / bold).read_bytes() == (dataset / bold).read_bytes()
     assert (up / "dataset_description.json").read_text() == (dataset / "dataset_description.json").read_text()
     # masks, QC records and reports of the defaced images under derivatives/; the reports
     # that show faces before defacing, and the logs, outside the tree
@@ -127,6 +128,13 @@ def test_raw_layout_is_an_upload_ready_copy(dataset: Path, tmp_path: Path, valid
 
     report = run_validator(up)
     assert report.errors == [], report.errors
+
+    # copies, not links: what is done to the upload (DataLad making a file read-only, an
+    # edit in place) does not reach the input
+    mode = (dataset / bold).stat().st_mode
+    (up / bold).chmod(0o444)
+    (up / "dataset_description.json").write_text("{}")  # truncated and written in place
+    assert (dataset / bold).stat().st_mode == mode and tree_digest(dataset) == digest
 
 
 def test_raw_layout_arguments(dataset: Path, tmp_path: Path) -> None:
