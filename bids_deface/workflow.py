@@ -33,6 +33,7 @@ from .bids.outputs import (
     write_dataset_description,
     write_readme,
 )
+from .bids.publish import for_upload, without_input_dir, write_raw_copy
 from .bids.scrub import Scrubber, load_key
 from .bids.validate import validate_input
 from .errors import NoRunsError, UsageError
@@ -210,21 +211,6 @@ def _earlier_results(bids_dir: Path, output_dir: Path, subject: str,
     return earlier
 
 
-def without_input_dir(text: str | None, bids_dir: Path) -> str | None:
-    """``text`` (an error message) as the upload shows it: the input folder's location
-    taken out of the paths in it, which are then relative to the dataset.
-
-    >>> without_input_dir("cannot read /data/site-x/bids/sub-01/anat/sub-01_T1w.nii.gz", Path("/data/site-x/bids"))
-    'cannot read sub-01/anat/sub-01_T1w.nii.gz'
-    """
-    if not text:
-        return text
-    for where in sorted({str(Path(bids_dir)), str(Path(bids_dir).absolute()), str(Path(bids_dir).resolve())},
-                        key=len, reverse=True):
-        text = text.replace(where.rstrip("/") + "/", "")
-    return text
-
-
 def _upload_run(run: Any, result: RunResult, output_dir: Path, upload_dir: Path, bids_dir: Path) -> Any:
     """``run`` (a :class:`~bids_deface.reports.ReportRun`) as the upload tree's report shows
     it: the defaced image and the mask of the upload tree, nothing before defacing (nor the
@@ -234,8 +220,6 @@ def _upload_run(run: Any, result: RunResult, output_dir: Path, upload_dir: Path,
     if run.mask is not None:
         # derivatives/bids-deface/ holds the QC folder's files at their place below sub-*
         mask = upload_dir / "derivatives" / "bids-deface" / Path(run.mask).relative_to(output_dir)
-    from .bids.publish import for_upload
-
     return dataclasses.replace(
         run, source=published if run.defaced is not None and published.is_file() else None,
         defaced=None, mask=mask if mask is not None and mask.is_file() else None,
@@ -291,8 +275,6 @@ def _subject_report(bids_dir: Path, output_dir: Path, subject: str, runs: Sequen
 
 def _write_raw_copy(settings: Settings, results: Sequence[RunResult], scrubber: Any) -> None:
     """The upload-ready copy of the input (``--output-layout raw``)."""
-    from .bids.publish import write_raw_copy
-
     done = [r for r in results if r.status in ("ok", "skipped") and r.paths is not None]
     defaced = {r.run.relpath: r.paths.defaced for r in done}
     failed = {r.run.relpath: (without_input_dir(r.error, settings.bids_dir) or "failed") for r in results if r.failed}

@@ -36,7 +36,8 @@ from typing import Any, Iterable
 from ..io import atomic_path
 from .scrub import Scrubber
 
-__all__ = ["RawCopy", "write_raw_copy", "for_upload", "EXCLUDED_TSV", "SKIPPED_FOLDERS", "NOT_UPLOADED"]
+__all__ = ["RawCopy", "write_raw_copy", "for_upload", "without_input_dir", "EXCLUDED_TSV", "SKIPPED_FOLDERS",
+           "NOT_UPLOADED"]
 
 logger = logging.getLogger(__name__)
 
@@ -231,8 +232,9 @@ def write_raw_copy(bids_dir: Path, root: Path, defaced: dict[str, Path], failed:
         subject_root = next(p for p in src.parents if p.name.startswith("sub-"))
         dest = deriv / src.relative_to(subject_root.parent)
         meta = json.loads(src.read_text()) if src.name.endswith(".json") else None
-        if isinstance(meta, dict) and for_upload(meta) != meta:
-            _write_text(dest, json.dumps(for_upload(meta), indent=2) + "\n")
+        shared = for_upload(meta) if isinstance(meta, dict) else meta
+        if shared is not meta:
+            _write_text(dest, json.dumps(shared, indent=2) + "\n")
         else:
             _link_or_copy(src, dest)
     _write_text(deriv / "dataset_description.json", json.dumps(derivative_description, indent=2) + "\n")
@@ -251,6 +253,21 @@ def for_upload(sidecar: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(defacing, dict) or not any(k in defacing for k in NOT_UPLOADED):
         return sidecar
     return {**sidecar, "Defacing": {k: v for k, v in defacing.items() if k not in NOT_UPLOADED}}
+
+
+def without_input_dir(text: str | None, bids_dir: Path) -> str | None:
+    """``text`` (an error message) as the upload shows it: the input folder's location
+    taken out of the paths in it, which are then relative to the dataset.
+
+    >>> without_input_dir("cannot read /data/site-x/bids/sub-01/anat/sub-01_T1w.nii.gz", Path("/data/site-x/bids"))
+    'cannot read sub-01/anat/sub-01_T1w.nii.gz'
+    """
+    if not text:
+        return text
+    for where in sorted({str(Path(bids_dir)), str(Path(bids_dir).absolute()), str(Path(bids_dir).resolve())},
+                        key=len, reverse=True):
+        text = text.replace(where.rstrip("/") + "/", "")
+    return text
 
 
 def _update_excluded(path: Path, rows: list[tuple[str, str]], mine: Any = None) -> None:
