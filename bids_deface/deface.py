@@ -124,10 +124,7 @@ def guard_distance_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     splits = [b // n for b, n in zip(brain.shape, shape)]
     if any(b != n * k for b, n, k in zip(brain.shape, shape, splits)) or min(splits) < 1:
         raise ValueError(f"brain {brain.shape} does not split the grid {shape} into sub-slices")
-    if all(k == 1 for k in splits):
-        return _between_slabs_mm(brain, zooms, limit_mm)
-    fine = _between_slabs_mm(brain, [float(z) / k for z, k in zip(zooms, splits)], limit_mm)
-    return fine.reshape([v for n, k in zip(shape, splits) for v in (n, k)]).min(axis=(1, 3, 5))
+    return _between_slabs_mm(brain, [float(z) / k for z, k in zip(zooms, splits)], limit_mm, splits)
 
 
 #: Axes whose side is at most this times the finest are near-cubic for the guard: their
@@ -135,7 +132,8 @@ def guard_distance_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
 NEAR_CUBIC = 1.1
 
 
-def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float = np.inf) -> np.ndarray:
+def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float = np.inf,
+                      splits: Sequence[int] = (1, 1, 1)) -> np.ndarray:
     """Distance in mm from the tissue of every voxel to the nearest ``brain`` voxel, the
     tissue of each voxel spanning its slab (:func:`guard_distance_mm` for a brain given
     on the voxel grid itself).
@@ -157,6 +155,13 @@ def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     side): never more than the exact distance, and one distance transform instead of one
     per combination of slab offsets.
 
+    With ``splits``, ``brain`` and ``zooms`` are those of sub-slices, ``splits[a]`` of them
+    per voxel along axis ``a``, and each voxel gets the least distance of its sub-slices.
+    That least is taken as soon as an axis allows it (the sums are the same, only fewer of
+    them are made): along a split axis the distance transform covers, right after it;
+    along a split thick axis, in its search, which looks from each voxel's nearest
+    sub-slice only (the others lie farther from every brain sub-slice beyond the voxel).
+
     Examples
     --------
     >>> brain = np.zeros((9, 1, 3), bool); brain[4, 0, 0] = True
@@ -169,6 +174,7 @@ def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     """
     brain = np.asarray(brain, dtype=bool)
     z = np.asarray(zooms, dtype=float)
+    splits = [int(k) for k in splits]
     lo = float(z.min())
     shorter = z - lo
     near = [a for a in thick_axes(z) if z[a] <= lo * NEAR_CUBIC]
@@ -176,29 +182,57 @@ def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     lower = float(np.sqrt(np.sum(shorter[near] ** 2)))
     if not thick or not brain.any():
         d = distance_mm(brain, z)
+        for a, k in enumerate(splits):
+            d = _group_min(d, a, k)
         return np.maximum(d - lower, 0.0) if lower else d
     # distance within the same slab: a huge voxel side keeps the transform in-plane
     sampling = z.copy()
     sampling[thick] = 1e6
     squared = edt_mm(~brain, sampling).astype(np.float64) ** 2
+    for a, k in enumerate(splits):
+        if a not in thick:
+            squared = _group_min(squared, a, k)
     # an offset's cost is a sum over the thick axes, so the nearest brain is found one
     # thick axis at a time: the brain ``k`` slabs away along it, seen from every voxel
-    buffer = np.empty_like(squared)
     for a in thick:
-        n = brain.shape[a]
+        n, per = squared.shape[a], splits[a]
         reach = min(n - 1, int(np.ceil((min(limit_mm, 1e4) + shorter[a]) / z[a])))
-        best = squared.copy()
-        for k in range(1, reach + 1):
-            cost = max(0.0, k * z[a] - shorter[a]) ** 2
+        best = _group_min(squared, a, per) if per > 1 else squared.copy()
+        m = best.shape[a]
+        buffer = np.empty_like(best)
+        for step in range(1, reach + 1):
+            cost = max(0.0, step * z[a] - shorter[a]) ** 2
             if cost > limit_mm ** 2:
                 break
-            for src, dst in ((slice(k, n), slice(0, n - k)), (slice(0, n - k), slice(k, n))):
+            # voxel ``c`` (sub-slices ``c*per .. c*per+per-1``) sees the sub-slice ``step``
+            # below its first one and ``step`` above its last one
+            low = -(-step // per)
+            high = (n - per - step) // per + 1
+            for src, dst in ((slice(low * per - step, n, per), slice(low, m)),
+                             (slice(per - 1 + step, n, per), slice(0, max(high, 0)))):
+                size = dst.stop - dst.start
+                if size <= 0:
+                    continue
+                src = slice(src.start, src.start + (size - 1) * per + 1, per)
                 tmp = _along(buffer, a, dst)
                 np.add(_along(squared, a, src), cost, out=tmp)
                 np.minimum(_along(best, a, dst), tmp, out=_along(best, a, dst))
         squared = best
     best = np.sqrt(squared)
     return np.maximum(best - lower, 0.0) if lower else best
+
+
+def _group_min(array: np.ndarray, axis: int, per: int) -> np.ndarray:
+    """The least of each run of ``per`` neighbours along ``axis`` (``array`` itself when
+    ``per`` is 1).
+
+    >>> _group_min(np.arange(6.0).reshape(1, 6), 1, 3).tolist()
+    [[0.0, 3.0]]
+    """
+    if per == 1:
+        return array
+    shape = list(array.shape)
+    return array.reshape(shape[:axis] + [shape[axis] // per, per] + shape[axis + 1:]).min(axis=axis + 1)
 
 
 def _along(array: np.ndarray, axis: int, where: slice) -> np.ndarray:

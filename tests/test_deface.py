@@ -171,6 +171,36 @@ def test_guard_distance_with_two_thick_axes_is_the_nearest_brain_by_its_rule() -
     assert (d[~near] > limit).all()
 
 
+def test_guard_distance_on_sub_slices_of_two_thick_axes_is_the_least_over_each_voxels_sub_slices() -> None:
+    """A clinical grid of rectangular pixels in thick slices (0.34×0.52×4 mm: split into
+    1×2×8 sub-slices of 0.34×0.26×0.5 mm, two of them thick): each voxel's distance is the
+    least, over its sub-slices and every brain sub-slice, of the offsets counted by the
+    guard's rule on the sub-slice grid."""
+    from bids_deface.deface import guard_distance_mm, slab_splits
+
+    zooms = (0.34, 0.52, 4.0)
+    splits = slab_splits(zooms)
+    assert splits == (1, 2, 8)
+    shape = (15, 9, 4)
+    fine_zooms = np.array(zooms) / splits
+    rng = np.random.default_rng(5)
+    brain = rng.random(tuple(n * k for n, k in zip(shape, splits))) < 0.0005
+    brain[4, 6, 11] = True
+    limit = 2.0
+    d = guard_distance_mm(brain, zooms, limit, shape=shape)
+    assert d.shape == shape
+    shorter = fine_zooms - fine_zooms.min()
+    grid = np.indices(brain.shape).reshape(3, -1).T
+    offsets = np.abs(grid[:, None, :] - np.argwhere(brain)[None, :, :]) * fine_zooms
+    counted = np.maximum(offsets - shorter, 0.0)
+    per_sub = np.sqrt((counted ** 2).sum(-1)).min(1).reshape(brain.shape)
+    expected = per_sub.reshape(shape[0], 1, shape[1], 2, shape[2], 8).min(axis=(1, 3, 5))
+    near = expected <= limit
+    assert near.sum() > 20 and (~near).sum() > 20
+    assert np.allclose(d[near], expected[near])
+    assert (d[~near] > limit).all()
+
+
 def test_guard_on_sub_slices_counts_from_every_sub_slice_of_the_face_voxel() -> None:
     from bids_deface.deface import brain_guard_parts, guard_distance_mm, slab_splits
 
