@@ -95,6 +95,10 @@ def atomic_path(path: Path) -> _Atomic:
 
 #: The most voxels an input may claim (8 × 1024³: a 0.1 mm whole head; more is a broken header).
 MAX_VOXELS = 8 * 1024 ** 3
+#: The least field of view in mm along each voxel axis: a thinner image holds a few slices
+#: of a head (the model sees heads on 3 mm voxels, the pose on 4 mm blocks), too little to
+#: find its face beside its brain, and is refused rather than passed on with its face.
+MIN_FIELD_MM = 10.0
 
 
 def load_nifti(path: Path) -> nib.Nifti1Image:
@@ -103,8 +107,8 @@ def load_nifti(path: Path) -> nib.Nifti1Image:
 
     Checked before any voxel is read: the file is not empty (a placeholder of content not
     downloaded), it is a NIfTI image of 3 dimensions (or 4, volumes last) and of real
-    scalar voxels (not complex, not RGB), its header does not claim an absurd size
-    (``MAX_VOXELS``), and the file holds as many bytes of voxels as the header says (a
+    scalar voxels (not complex, not RGB), at least ``MIN_FIELD_MM`` across along each voxel
+    axis, its header does not claim an absurd size (``MAX_VOXELS``), and the file holds as many bytes of voxels as the header says (a
     ``.nii.gz``: by the uncompressed size its gzip trailer records, a whole read confirms a
     mismatch): truncated files and broken headers fail here, with a message, instead of
     deep in the pipeline or with a memory error.
@@ -133,6 +137,13 @@ def load_nifti(path: Path) -> nib.Nifti1Image:
     if np.issubdtype(dtype, np.complexfloating):
         raise ValueError(f"{path} holds complex voxels ({dtype}): a structural image of real values is "
                          "needed (its magnitude)")
+    sides = np.sqrt((np.asarray(img.affine, float)[:3, :3] ** 2).sum(axis=0))
+    field = [int(n) * float(z) for n, z in zip(shape[:3], sides)]
+    if min(field) < MIN_FIELD_MM:
+        axis = int(np.argmin(field))
+        raise ValueError(f"{path} covers only {field[axis]:.1f} mm along its voxel axis {axis} "
+                         f"({shape[axis]} voxels of {sides[axis]:.2f} mm): too thin to hold a head "
+                         f"(at least {MIN_FIELD_MM:g} mm are needed)")
     voxels = int(np.prod([int(n) for n in shape], dtype=object))
     if voxels > MAX_VOXELS:
         raise ValueError(f"{path}: the header claims {'×'.join(map(str, shape))} voxels "

@@ -59,6 +59,7 @@ FAILS = {
     "zerobyte": "empty (0 bytes)",
     "brokenlink": "not present",
     "twod": "a 3D volume is needed",
+    "thinslab": "too thin to hold a head",
     "complex": "complex voxels",
     "rgb": "RGB voxels",
     "hugeheader": "header claims",
@@ -80,6 +81,7 @@ def bad_dataset(tmp_path_factory: pytest.TempPathFactory, s1_2mm: nib.Nifti1Imag
     _t1w(root, "zerobyte").write_bytes(b"")
     os.symlink("../../.git/annex/objects/XX/SHA256E-s1--0.nii.gz", _t1w(root, "brokenlink"))
     _save(root, "twod", head[:, :, 40:41], aff)
+    _save(root, "thinslab", head[:, :, 40:44], aff)  # four 2 mm slices: 8 mm
     _save(root, "fourd", np.stack([head, head // 2], -1), aff)
     f = head.astype(np.float32)
     f[0, 0, 0], f[1, 1, 1] = np.nan, np.inf
