@@ -95,6 +95,8 @@ def _resampled(ras: nib.Nifti1Image, data: np.ndarray, shape: tuple[int, int, in
     import torch
 
     extent = np.asarray(shape) * zooms
+    if np.any(np.ceil(extent) > data.shape):
+        raise ValueError(f"{shape} voxels of {zooms} mm reach beyond the source head's {data.shape} mm")
     lo = np.floor((np.asarray(data.shape) - extent) / 2).astype(int)
     sub = data[tuple(slice(int(a), int(a + np.ceil(e))) for a, e in zip(lo, extent))]
     x = torch.from_numpy(np.ascontiguousarray(sub))[None, None]
