@@ -140,20 +140,29 @@ def neighbour_correlation(data: np.ndarray, zooms: Sequence[float]) -> float:
 
 def uniform_share(data: np.ndarray, tissue: np.ndarray, band: float = UNIFORM_BAND) -> float:
     """Share of the ``tissue`` voxels of ``data`` within ``band`` (a fraction) of their
-    median intensity: most of a phantom, a fifth to a third of a head.
+    median intensity, counted from the image's floor (the 2nd percentile of all its voxels,
+    from which :func:`bids_deface.anatomy.tissue_level` counts too; 0 in most images): most
+    of a phantom, a fifth to a third of a head, whatever constant the image's values are
+    shifted by.
 
     >>> rng = np.random.default_rng(0)
-    >>> fluid = 600 + 10 * rng.standard_normal((20, 20, 20))
-    >>> head = rng.choice([100.0, 400.0, 700.0, 900.0], (20, 20, 20))
-    >>> tissue = np.ones((20, 20, 20), bool)
+    >>> air = np.zeros((20, 20, 20)); air[4:16, 4:16, 4:16] = 1.0
+    >>> fluid = air * (600 + 10 * rng.standard_normal((20, 20, 20)))
+    >>> head = air * rng.choice([100.0, 400.0, 700.0, 900.0], (20, 20, 20))
+    >>> tissue = air > 0
     >>> uniform_share(fluid, tissue) > 0.9, uniform_share(head, tissue) < 0.35
     (True, True)
+    >>> uniform_share(head + 30000, tissue) == uniform_share(head, tissue)
+    True
     """
-    values = np.asarray(data, np.float32)[np.asarray(tissue, bool)]
+    data = np.asarray(data, np.float32)
+    values = data[np.asarray(tissue, bool)]
     if values.size == 0:
         return 0.0
+    finite = data[np.isfinite(data)]
+    floor = float(np.percentile(finite, 2)) if finite.size else 0.0
     median = float(np.median(values))
-    return float(np.mean(np.abs(values - median) <= band * abs(median)))
+    return float(np.mean(np.abs(values - median) <= band * abs(median - floor)))
 
 
 def outer_surface(data: np.ndarray, zooms: Sequence[float]) -> np.ndarray:

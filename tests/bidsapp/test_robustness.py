@@ -67,7 +67,7 @@ FAILS = {
 }
 #: subject -> the flag of an image that comes out unchanged
 UNCHANGED = {"zeros": "empty_image", "noise": "noise_image", "phantom": "not_a_head"}
-DEFACED = ("good", "fourd", "naninf", "oblique", "sheared", "qformsform")
+DEFACED = ("good", "fourd", "naninf", "oblique", "sheared", "qformsform", "signed")
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,7 @@ def bad_dataset(tmp_path_factory: pytest.TempPathFactory, s1_2mm: nib.Nifti1Imag
     f = head.astype(np.float32)
     f[0, 0, 0], f[1, 1, 1] = np.nan, np.inf
     _save(root, "naninf", f, aff)
+    _save(root, "signed", head.astype(np.float32) - 1000.0, aff)  # air at -1000, not 0
     _save(root, "complex", head.astype(np.complex64), aff)
     rgb = np.zeros(head.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
     rgb["R"] = np.clip(head // 4, 0, 255)
@@ -156,6 +157,10 @@ def test_bad_inputs_fail_alone_with_a_clear_message(tmp_path: Path, bad_dataset:
         if subject == "fourd":
             # every volume loses the first volume's mask
             assert a.ndim == 4 and (b[mask] == 0).all() and np.array_equal(a[~mask], b[~mask])
+        elif subject == "signed":
+            # taken for the head it is, and removed voxels take the image's air, not 0
+            assert "not_a_head" not in side["Defacing"]["QCFlags"] and (b[mask] == a.min()).all()
+            assert np.array_equal(a[~mask], b[~mask])
         else:
             assert np.array_equal(a[~mask], b[~mask], equal_nan=True)
     # a good subject's mask does not depend on its affine: the voxels are the same
