@@ -108,10 +108,11 @@ def load_nifti(path: Path) -> nib.Nifti1Image:
     Checked before any voxel is read: the file is not empty (a placeholder of content not
     downloaded), it is a NIfTI image of 3 dimensions (or 4, volumes last) and of real
     scalar voxels (not complex, not RGB), at least ``MIN_FIELD_MM`` across along each voxel
-    axis, its header does not claim an absurd size (``MAX_VOXELS``), and the file holds as many bytes of voxels as the header says (a
-    ``.nii.gz``: by the uncompressed size its gzip trailer records, a whole read confirms a
-    mismatch): truncated files and broken headers fail here, with a message, instead of
-    deep in the pipeline or with a memory error.
+    axis, its header does not claim an absurd size (``MAX_VOXELS``), and the file holds as
+    many bytes of voxels as the header says (a ``.nii.gz``: by the uncompressed size its
+    gzip trailer records, a whole read confirms a mismatch): truncated files and broken
+    headers fail here, with a message, instead of deep in the pipeline or with a memory
+    error.
     """
     path = Path(path)
     try:
