@@ -15,10 +15,8 @@ memory is that process's high-water mark (``VmHWM``).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,18 +33,8 @@ def run_grid(side: float, shape: tuple[int, int, int], threads: int) -> dict:
     ras = speed.source_head()
     img = speed._resampled(ras, ras.get_fdata(dtype=np.float32), shape, (side, side, side))
     with tempfile.TemporaryDirectory() as tmp:
-        root = speed._dataset_of(img, Path(tmp) / "ds")
-        del img
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", speed._PEAK_OF_APP, str(root), str(Path(tmp) / "out"),
-                              "participant", "--nprocs", str(threads), "--skip-bids-validation", "--no-progress"],
-                             capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-    words = out.stdout.split()
-    if "peak-kB" not in words:
-        raise RuntimeError(f"bids-deface failed on the {side} mm grid: {out.stderr[-2000:]}")
-    return {"side": side, "shape": list(shape), "voxels": int(np.prod(shape)), "wall": wall,
-            "peak_mib": int(words[words.index("peak-kB") + 1]) / 1024, "exit": int(words[words.index("exit") + 1])}
+        app = speed.run_app(img, Path(tmp), threads)
+    return {"side": side, "shape": list(shape), "voxels": int(np.prod(shape)), **app}
 
 
 def table(rows: list[dict], threads: int) -> str:

@@ -211,18 +211,30 @@ _PEAK_OF_APP = (
 )
 
 
-def _app_rss(img: nib.Nifti1Image, tmp: Path, threads: int, device: str) -> float:
-    """Peak RSS in MiB of ``bids-deface … participant`` on ``img`` as a one-subject dataset,
-    in a process of its own."""
+def run_app(img: nib.Nifti1Image, tmp: Path, threads: int, device: str | None = None) -> dict:
+    """``bids-deface … participant`` on ``img`` as a one-subject dataset in ``tmp``, in a
+    process of its own (``device``: the app's default when None): its wall time, exit code
+    and peak RSS in MiB."""
     root = _dataset_of(img, tmp / "app-ds")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", _PEAK_OF_APP, str(root), str(tmp / "app-out"),
-                          "participant", "--nprocs", str(threads), "--device", device,
+                          "participant", "--nprocs", str(threads), *(["--device", device] if device else []),
                           "--skip-bids-validation", "--no-progress"], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
     words = out.stdout.split()
-    if "peak-kB" not in words or words[words.index("exit") + 1] not in ("0", "7"):
-        raise RuntimeError(f"bids-deface failed on the benchmark image: {out.stdout[-500:]} {out.stderr[-2000:]}")
-    return int(words[words.index("peak-kB") + 1]) / 1024
+    if "peak-kB" not in words:
+        raise RuntimeError(f"bids-deface stopped on the benchmark image: {out.stdout[-500:]} {out.stderr[-2000:]}")
+    return {"wall": wall, "exit": int(words[words.index("exit") + 1]),
+            "peak_mib": int(words[words.index("peak-kB") + 1]) / 1024}
+
+
+def _app_rss(img: nib.Nifti1Image, tmp: Path, threads: int, device: str) -> float:
+    """Peak RSS in MiB of the app on ``img`` alone (:func:`run_app`), which must finish."""
+    app = run_app(img, tmp, threads, device)
+    if app["exit"] not in (0, 7):
+        raise RuntimeError(f"bids-deface exited with {app['exit']} on the benchmark image")
+    return app["peak_mib"]
 
 
 def _quickshear(path: Path, brain: np.ndarray, src: nib.Nifti1Image, tmp: Path) -> float:

@@ -13,7 +13,7 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 
-from .anatomy import distance_mm, drop_small_components, edt_mm
+from .anatomy import block_reduce, distance_mm, drop_small_components, edt_mm
 
 __all__ = [
     "GuardResult",
@@ -181,23 +181,19 @@ def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     thick = [a for a in thick_axes(z) if a not in near]
     lower = float(np.sqrt(np.sum(shorter[near] ** 2)))
     if not thick or not brain.any():
-        d = distance_mm(brain, z)
-        for a, k in enumerate(splits):
-            d = _group_min(d, a, k)
+        d = _least_of_sub_slices(distance_mm(brain, z), splits)
         return np.maximum(d - lower, 0.0) if lower else d
     # distance within the same slab: a huge voxel side keeps the transform in-plane
     sampling = z.copy()
     sampling[thick] = 1e6
     squared = edt_mm(~brain, sampling).astype(np.float64) ** 2
-    for a, k in enumerate(splits):
-        if a not in thick:
-            squared = _group_min(squared, a, k)
+    squared = _least_of_sub_slices(squared, [1 if a in thick else k for a, k in enumerate(splits)])
     # an offset's cost is a sum over the thick axes, so the nearest brain is found one
     # thick axis at a time: the brain ``k`` slabs away along it, seen from every voxel
     for a in thick:
         n, per = squared.shape[a], splits[a]
         reach = min(n - 1, int(np.ceil((min(limit_mm, 1e4) + shorter[a]) / z[a])))
-        best = _group_min(squared, a, per) if per > 1 else squared.copy()
+        best = block_reduce(squared, [per if b == a else 1 for b in range(3)], np.min) if per > 1 else squared.copy()
         m = best.shape[a]
         buffer = np.empty_like(best)
         for step in range(1, reach + 1):
@@ -207,13 +203,12 @@ def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
             # voxel ``c`` (sub-slices ``c*per .. c*per+per-1``) sees the sub-slice ``step``
             # below its first one and ``step`` above its last one
             low = -(-step // per)
-            high = (n - per - step) // per + 1
-            for src, dst in ((slice(low * per - step, n, per), slice(low, m)),
-                             (slice(per - 1 + step, n, per), slice(0, max(high, 0)))):
-                size = dst.stop - dst.start
-                if size <= 0:
+            for start, first, count in ((low * per - step, low, m - low),
+                                        (per - 1 + step, 0, (n - per - step) // per + 1)):
+                if count <= 0:
                     continue
-                src = slice(src.start, src.start + (size - 1) * per + 1, per)
+                src = slice(start, start + (count - 1) * per + 1, per)
+                dst = slice(first, first + count)
                 tmp = _along(buffer, a, dst)
                 np.add(_along(squared, a, src), cost, out=tmp)
                 np.minimum(_along(best, a, dst), tmp, out=_along(best, a, dst))
@@ -222,17 +217,10 @@ def _between_slabs_mm(brain: np.ndarray, zooms: Sequence[float], limit_mm: float
     return np.maximum(best - lower, 0.0) if lower else best
 
 
-def _group_min(array: np.ndarray, axis: int, per: int) -> np.ndarray:
-    """The least of each run of ``per`` neighbours along ``axis`` (``array`` itself when
-    ``per`` is 1).
-
-    >>> _group_min(np.arange(6.0).reshape(1, 6), 1, 3).tolist()
-    [[0.0, 3.0]]
-    """
-    if per == 1:
-        return array
-    shape = list(array.shape)
-    return array.reshape(shape[:axis] + [shape[axis] // per, per] + shape[axis + 1:]).min(axis=axis + 1)
+def _least_of_sub_slices(array: np.ndarray, splits: Sequence[int]) -> np.ndarray:
+    """The least of each voxel's ``splits`` sub-slices in ``array`` (``array`` itself
+    when no axis is split)."""
+    return block_reduce(array, splits, np.min) if any(int(k) > 1 for k in splits) else array
 
 
 def _along(array: np.ndarray, axis: int, where: slice) -> np.ndarray:

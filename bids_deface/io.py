@@ -138,7 +138,7 @@ def load_nifti(path: Path) -> nib.Nifti1Image:
     if np.issubdtype(dtype, np.complexfloating):
         raise ValueError(f"{path} holds complex voxels ({dtype}): a structural image of real values is "
                          "needed (its magnitude)")
-    sides = np.sqrt((np.asarray(img.affine, float)[:3, :3] ** 2).sum(axis=0))
+    sides = nib.affines.voxel_sizes(img.affine)
     field = [int(n) * float(z) for n, z in zip(shape[:3], sides)]
     if min(field) < MIN_FIELD_MM:
         axis = int(np.argmin(field))
