@@ -9,6 +9,12 @@ intensities and the model's brain only as a reference position:
   drawn object;
 * ``noise`` — neighbouring voxels are uncorrelated (a real image, at any resolution and
   contrast, has strongly correlated neighbours);
+
+A head in a background of noise as loud as its tissue (an MP2RAGE ``UNIT1`` image, the
+ratio of two images whose background holds nothing but noise; a T1 map) would be taken for
+noise, and the network does not see a face in it: :func:`loud_background` finds that
+background, and the image is judged and masked with it set to the image's lowest value
+(the mask is applied to the image as it is).
 * ``not_head`` — the model finds no brain of a plausible size (under ``MIN_BRAIN_ML``, a
   tenth of a newborn's) and no face either;
 * ``no_face`` — all the tissue in the image lies close to the brain (skull-stripped, or a
@@ -46,7 +52,8 @@ from .anatomy import block_factors, block_reduce, distance_mm, head_mask, larges
 __all__ = ["InputKind", "judge_input", "neighbour_correlation", "uniform_share", "outer_surface", "surface_near_brain",
            "KIND_FLAGS", "MIN_BRAIN_ML", "MIN_LEVELS", "FACE_TISSUE_ML", "FACE_REACH_MM",
            "NOISE_CORRELATION", "UNIFORM_SHARE", "UNIFORM_BAND", "SURFACE_BAND_MM", "SURFACE_SHARE",
-           "STRIPPED_FAR_TISSUE_ML"]
+           "STRIPPED_FAR_TISSUE_ML", "loud_background", "quiet_background", "LOUD_BLOCK_MM", "LOUD_STD",
+           "LOUD_SHARE", "DARK_SHARE", "dark_share"]
 
 #: Brain volume below which the model is taken to have found no brain (mL).
 MIN_BRAIN_ML = 40.0
@@ -68,6 +75,21 @@ STRIPPED_FAR_TISSUE_ML = 100.0
 MIN_LEVELS = 16
 #: Neighbour correlation below which an image is taken for noise.
 NOISE_CORRELATION = 0.3
+#: Blocks of about ``LOUD_BLOCK_MM`` whose voxels spread (standard deviation) over at least
+#: ``LOUD_STD`` of the image's range (1st to 99th percentile) with neighbours uncorrelated
+#: (under ``NOISE_CORRELATION``) hold noise as loud as tissue; an image at least
+#: ``LOUD_SHARE`` of whose blocks do has a loud background. The sixteen source heads have
+#: at most 0.057 of their blocks loud and the 90 evaluation cases of the three tuning heads
+#: at most 0.082; MP2RAGE UNIT1 images made from the sixteen heads at least 0.41
+#: (``docs/experiments/loud-background.md``).
+LOUD_BLOCK_MM = 3.0
+LOUD_STD = 0.12
+LOUD_SHARE = 0.2
+#: An image at least this share of whose voxels are dark (:func:`dark_share`) has the dark
+#: background of MR images, and is not measured further for a loud one: the sixteen source
+#: heads measure 0.42-0.76 and the tuning heads' cases at least 0.38, their UNIT1 images at
+#: most 0.049, pure noise 0.059.
+DARK_SHARE = 0.2
 #: An image at least this share of whose tissue lies within ``UNIFORM_BAND`` (a fraction)
 #: of the tissue's median intensity is a phantom. Set on the tuning heads' evaluation
 #: cases, every contrast and size (at most 0.35, in PD) against cylinder phantoms
@@ -97,6 +119,8 @@ class InputKind:
     """Share of the tissue within ``UNIFORM_BAND`` of its median intensity (:func:`uniform_share`)."""
     surface_share: float = 0.0
     """Share of the head's outer surface near the predicted brain (:func:`surface_near_brain`)."""
+    loud_background: bool = False
+    """The image was judged with its background of loud noise quieted (:func:`quiet_background`)."""
 
     @property
     def removable(self) -> bool:
@@ -136,6 +160,107 @@ def neighbour_correlation(data: np.ndarray, zooms: Sequence[float]) -> float:
     if sx == 0 or sy == 0:
         return 0.0
     return float(((x - x.mean()) * (y - y.mean())).mean() / (sx * sy))
+
+
+def dark_share(data: np.ndarray) -> float:
+    """Share of the voxels (on a lattice of about half a million) within 5 % of the image's
+    range (1st to 99th percentile) of its 1st percentile: the air of an MR image (a third
+    to two thirds of a head's field of view), a few per cent where the background is
+    noise spread over the whole range.
+
+    >>> rng = np.random.default_rng(0)
+    >>> round(dark_share(rng.uniform(0, 1000, (40, 40, 40))), 2)
+    0.06
+    """
+    step = max(1, int(round((data.size / 500_000) ** (1 / 3))))
+    sample = np.asarray(data[::step, ::step, ::step], np.float32)
+    lo, hi = np.percentile(sample, [1, 99])
+    return float(np.mean(sample <= lo + 0.05 * (hi - lo)))
+
+
+def _loud_blocks(data: np.ndarray, zooms: Sequence[float], mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which blocks of about ``mm`` (``block_factors``, at least two voxels along axes of
+    voxels under 4 mm) hold loud noise (see ``LOUD_STD``),
+    and the blocks' factors. Each block's spread and neighbour correlation are measured on
+    the pairs of neighbours along the finest axis that start in it."""
+    zooms = np.asarray(zooms, float)
+    # at least two voxels along every axis of voxels under 4 mm (a 2×3×2 mm grid's blocks
+    # of one voxel would have no spread)
+    f = np.where(zooms < 4.0, np.maximum(block_factors(zooms, mm), 2), block_factors(zooms, mm))
+    axis = int(np.argmin(zooms))
+    n = [s // k for s, k in zip(data.shape, f)]
+    x = np.moveaxis(data, axis, 0)
+    x, y = np.moveaxis(x[:-1], 0, axis), np.moveaxis(x[1:], 0, axis)
+    if n[axis] * f[axis] > x.shape[axis]:  # the last block along that axis lacks its last pair
+        n[axis] -= 1
+    if min(n) < 1:
+        return np.zeros([max(1, k) for k in n], bool), f
+    box = tuple(slice(0, k * m) for k, m in zip(n, f))
+    x = np.asarray(x[box], np.float32)
+    y = np.asarray(y[box], np.float32)
+    mx, my = block_reduce(x, f), block_reduce(y, f)
+    vx = np.maximum(block_reduce(x * x, f) - mx * mx, 0.0)
+    vy = np.maximum(block_reduce(y * y, f) - my * my, 0.0)
+    corr = (block_reduce(x * y, f) - mx * my) / np.sqrt(np.maximum(vx * vy, 1e-20))
+    lo, hi = np.percentile(data[::2, ::2, ::2], [1, 99])
+    spread = np.sqrt(vx) / max(float(hi - lo), 1e-12)
+    return (spread >= LOUD_STD) & (corr < NOISE_CORRELATION), f
+
+
+def loud_background(data: np.ndarray, zooms: Sequence[float]) -> np.ndarray | None:
+    """The background of ``data`` (voxel sizes ``zooms``) where it is noise as loud as the
+    head's tissue (``LOUD_SHARE`` of its blocks or more hold loud noise: an MP2RAGE
+    ``UNIT1`` image, a T1 map), as a boolean array on ``data``'s grid: everything outside
+    the largest connected part of the other blocks, its holes filled (the head). None for an
+    image whose background is quiet, as MR images' is, or that holds nothing but noise.
+
+    >>> rng = np.random.default_rng(0)
+    >>> ball = np.linalg.norm(np.indices((60, 60, 60)) - 29.5, axis=0) < 22
+    >>> x = np.indices((60, 60, 60))[0]
+    >>> head = np.where(ball, 400.0 + 10.0 * x + 5 * rng.standard_normal(ball.shape), 0.0)
+    >>> loud_background(head, (1, 1, 1)) is None  # a quiet background
+    True
+    >>> noisy = np.where(ball, head, rng.uniform(0, 1000, head.shape))
+    >>> bg = loud_background(noisy, (1, 1, 1))
+    >>> bool(bg[0, 0, 0]), bool(bg[30, 30, 30]), float(np.mean(bg[ball])) < 0.15, float(np.mean(bg[~ball])) > 0.95
+    (True, False, True, True)
+    >>> loud_background(rng.uniform(0, 1000, head.shape), (1, 1, 1)) is None  # noise alone
+    True
+    """
+    data = np.asarray(data, np.float32)
+    if not np.isfinite(data).all():
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    if dark_share(data) >= DARK_SHARE:
+        return None  # a dark background, as MR images have: nothing more to measure
+    loud, f = _loud_blocks(data, zooms, LOUD_BLOCK_MM)
+    if loud.size == 0 or float(loud.mean()) < LOUD_SHARE:
+        return None
+    # the largest connected part of the quiet blocks (noise alone leaves a few blocks
+    # together by chance: at 2 mm, parts of up to 3 mL). A block on the skin that holds more
+    # noise than tissue goes with the background: noise left around the face, as a block
+    # more all round would leave, keeps the network from seeing the eyes whole
+    # (docs/experiments/loud-background.md)
+    head = ndimage.binary_fill_holes(largest_component(~loud))
+    voxel_ml = float(np.prod(np.asarray(zooms, float) * f)) / 1000.0
+    if float(np.count_nonzero(head)) * voxel_ml < MIN_BRAIN_ML:
+        return None  # no part of it is quiet enough to be tissue
+    full = np.ones(data.shape, bool)
+    up = head
+    for axis, k in enumerate(f):
+        up = np.repeat(up, int(k), axis=axis)
+    full[tuple(slice(0, n) for n in up.shape)] = ~up
+    return full
+
+
+def quiet_background(data: np.ndarray, zooms: Sequence[float]) -> np.ndarray | None:
+    """``data`` (float) with its loud background (:func:`loud_background`) set to its lowest
+    value; None where it has none."""
+    background = loud_background(data, zooms)
+    if background is None:
+        return None
+    data = np.asarray(data, np.float32)
+    finite = data[np.isfinite(data)]
+    return np.where(background, float(finite.min()) if finite.size else 0.0, data).astype(np.float32)
 
 
 def uniform_share(data: np.ndarray, tissue: np.ndarray, band: float = UNIFORM_BAND) -> float:

@@ -22,7 +22,7 @@ import torch
 
 from .anatomy import block_factors, block_reduce, set_threads, drop_behind_ears, ear_zone, head_mask, largest_component
 from .deface import brain_guard_parts, clean_face_mask, slab_splits
-from .inputs import InputKind, judge_input
+from .inputs import InputKind, judge_input, quiet_background
 from .pose import (PRONE_AHEAD_ML, PRONE_CHECK_ML, PRONE_FACE_ML, PRONE_RATIO, HeadPose, UprightFrame,
                    face_in_front_ml, head_pose)
 
@@ -133,9 +133,12 @@ class MaskPrediction:
 
     @property
     def notes(self) -> tuple[str, ...]:
-        """QC flags from the input's kind (``no_face_in_image``, ``not_a_head``, ...)."""
-        flag = self.input_kind.flag if self.input_kind is not None else None
-        return (flag,) if flag else ()
+        """QC flags from the input's kind (``no_face_in_image``, ``not_a_head``, ...) and
+        ``loud_background`` (:func:`bids_deface.inputs.loud_background`)."""
+        if self.input_kind is None:
+            return ()
+        flags = (self.input_kind.flag,) if self.input_kind.flag else ()
+        return flags + (("loud_background",) if self.input_kind.loud_background else ())
 
 
 def _as_3d_float(img: nib.Nifti1Image) -> np.ndarray:
@@ -521,6 +524,15 @@ class FaceModel:
         ras = np.ascontiguousarray(ras)
         zooms = tuple(float(z) for z in ras_zooms)
         clock.lap("conform")
+        quiet = quiet_background(ras, zooms)
+        loud = quiet is not None
+        if quiet is not None:
+            # an MP2RAGE UNIT1 image, a T1 map: the head in noise as loud as its tissue
+            logger.info("the background is noise as loud as the head's tissue (an MP2RAGE UNIT1 image?): the head "
+                        "is judged and masked with its background set to the image's lowest value")
+            ras = quiet
+            del quiet
+        clock.lap("input_kind")
         seg, guard_brain = self._labels_ras(ras, ras_zooms, clock=clock)
         brain = largest_component(seg == LABELS["brain"])
         if self.slab_pad_mm > 0 and brain_cut_below(brain, zooms):
@@ -531,6 +543,8 @@ class FaceModel:
             guard_brain = guard_brain | padded_brain if self.slab_guard_both else padded_brain
             brain = largest_component(seg == LABELS["brain"])
         kind = judge_input(ras, zooms, brain, seg == LABELS["face"], largest=True)
+        if loud:
+            kind = dataclasses.replace(kind, loud_background=True)
         clock.lap("input_kind")
         if not kind.removable:
             logger.info("nothing removed: %s (tissue beyond the brain %.1f mL, brain %.0f mL, "

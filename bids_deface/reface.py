@@ -51,6 +51,7 @@ from scipy import ndimage
 
 from .anatomy import block_reduce, bounding_box, edt_mm, head_mask, largest_component
 from .face_template import FaceTemplate
+from .inputs import loud_background
 
 __all__ = [
     "REG_MM",
@@ -665,6 +666,13 @@ def reface_image(img: nib.Nifti1Image, face: np.ndarray, brain: np.ndarray,
         record = {**template.record(), "VoxelsRefaced": 0, "Seed": int(seed)}
         return RefaceResult(out, record, time.perf_counter() - t0, {})
     volumes = [raw] if raw.ndim == 3 else [raw[..., v] for v in range(raw.shape[3])]
+    # a head in loud noise (an MP2RAGE UNIT1 image): the template is fitted to it, its
+    # intensities matched and its face measured with that background quieted, as the mask
+    # was made (bids_deface.inputs.loud_background): its air takes the image's lowest value
+    first = np.nan_to_num(np.asarray(volumes[0], np.float32) * slope + inter, nan=0.0, posinf=0.0, neginf=0.0)
+    background = loud_background(first, _zooms(img.affine))
+    if background is not None:
+        volumes = [np.where(background, vol.min(), vol) for vol in volumes]
     reg = None
     record: dict[str, Any] = {}
     laps: dict[str, float] = {}
@@ -683,6 +691,8 @@ def reface_image(img: nib.Nifti1Image, face: np.ndarray, brain: np.ndarray,
             rec["FaceSurfaceDistanceMM"] = round(face_distance_mm(scaled, values, face, img.affine), 2)
             laps["distance"] = time.perf_counter() - t
             record = rec
+            if background is not None:
+                record["BackgroundQuieted"] = True
         new = _to_raw(values[face], raw.dtype, slope, inter)
         if raw.ndim == 3:
             out[face] = new

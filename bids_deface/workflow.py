@@ -273,11 +273,25 @@ def _subject_report(bids_dir: Path, output_dir: Path, subject: str, runs: Sequen
     return None
 
 
+#: Images left unchanged because they were judged not to be heads are kept out of the
+#: upload (``--output-layout raw``), with these reasons in ``excluded.tsv``: a head the
+#: judgement missed would go out with its face.
+NOT_A_HEAD_REASON = {
+    flag: f"left unchanged as {what} ({flag}): nothing shows that it holds no face; look at it and add "
+          "it by hand if it holds none"
+    for flag, what in (("noise_image", "noise"), ("not_a_head", "not a head"))
+}
+
+
 def _write_raw_copy(settings: Settings, results: Sequence[RunResult], scrubber: Any) -> None:
     """The upload-ready copy of the input (``--output-layout raw``)."""
     done = [r for r in results if r.status in ("ok", "skipped") and r.paths is not None]
-    defaced = {r.run.relpath: r.paths.defaced for r in done}
     failed = {r.run.relpath: (without_input_dir(r.error, settings.bids_dir) or "failed") for r in results if r.failed}
+    # an image judged not to be a head was left as it is: nothing vouches that it shows no face
+    unsure = {r.run.relpath: NOT_A_HEAD_REASON[flag] for r in done
+              for flag in NOT_A_HEAD_REASON if flag in r.flags}
+    failed.update(unsure)
+    defaced = {r.run.relpath: r.paths.defaced for r in done if r.run.relpath not in unsure}
     # into derivatives/: the masks and the QC record of each image (its sidecar: de-identified
     # metadata and the Defacing object), not the defaced image, which is in place in the copy
     derived = [p for r in done for p in (r.paths.mask, r.paths.mask_json, r.paths.defaced_json)]

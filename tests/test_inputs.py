@@ -166,3 +166,38 @@ def test_a_head_whose_vertex_was_blanked_is_still_a_head(shipped_model) -> None:
     assert kind.face_tissue_ml >= STRIPPED_FAR_TISSUE_ML and kind.kind == "head"
     removed_ml = np.count_nonzero(pred.face) * float(np.prod(img.header.get_zooms()[:3])) / 1000
     assert removed_ml > 300
+
+
+def test_loud_background_of_a_real_head_in_mp2rage_unit1_noise(s1_2mm) -> None:  # type: ignore[no-untyped-def]
+    """pycortex S1 (2 mm) as it is has the dark background of MR images; as an MP2RAGE
+    UNIT1 image, its background is found and the head is left out of it."""
+    from scipy import ndimage
+
+    from bids_deface.anatomy import head_mask
+    from bids_deface.evaluation.cases import mp2rage_unit1
+    from bids_deface.inputs import loud_background, quiet_background
+
+    data = s1_2mm.get_fdata(dtype=np.float32)
+    zooms = nib.affines.voxel_sizes(s1_2mm.affine)
+    assert loud_background(data, zooms) is None and quiet_background(data, zooms) is None
+    head = head_mask(data, zooms)
+    # CSF bright in the second inversion, as it is (here: everything 20 mm into the head)
+    deep = ndimage.binary_erosion(head, iterations=10)
+    unit1 = mp2rage_unit1(data, zooms, fluid=deep)
+    background = loud_background(unit1, zooms)
+    assert background is not None
+    assert np.mean(background[~head]) > 0.9 and np.mean(background[head]) < 0.1
+    # what it takes of the head is skin and scalp, in blocks (here 4 mm) it shares with the
+    # noise, air cavities open to the outside (dark in T1w) and bone (noise in UNIT1 too):
+    # little tissue 6 mm in, next to none 20 mm in (single blocks that the simulation's
+    # noisy CSF under the skull joins to the noisy bone)
+    from bids_deface.anatomy import tissue_level
+
+    tissue = head & (data > tissue_level(data))
+    for depth, most in ((3, 0.03), (10, 0.001)):
+        inner = ndimage.binary_erosion(head, iterations=depth) & tissue
+        assert inner.sum() > 100_000 and np.mean(background[inner]) <= most, depth
+    quiet = quiet_background(unit1, zooms)
+    assert (quiet[background] == unit1.min()).all() and np.array_equal(quiet[~background], unit1[~background])
+    # the quieted head is judged a head (as it is, noise), with its neighbours correlated
+    assert neighbour_correlation(unit1, zooms) < 0.3 < neighbour_correlation(quiet, zooms)

@@ -204,6 +204,25 @@ def test_inverted_contrast_gets_an_inverted_face(s1_2mm: nib.Nifti1Image, predic
 
 
 @pytest.mark.slow
+def test_head_in_loud_noise_gets_a_face_in_quiet_air(s1_2mm: nib.Nifti1Image, prediction,  # type: ignore[no-untyped-def]
+                                                     fallback: ft.FaceTemplate) -> None:
+    """An MP2RAGE UNIT1 image: the template's air in front of its face takes the image's
+    lowest value (with the matched noise), not the salt-and-pepper noise's middle."""
+    from bids_deface.anatomy import head_mask
+    from bids_deface.evaluation.cases import mp2rage_unit1
+
+    data = s1_2mm.get_fdata(dtype=np.float32)
+    zooms = nib.affines.voxel_sizes(s1_2mm.affine)
+    unit1 = mp2rage_unit1(data, zooms).astype(np.int16)
+    img = nib.Nifti1Image(unit1, s1_2mm.affine)
+    face = prediction.face
+    out = reface_image(img, face, prediction.brain, fallback)
+    assert out.record.get("BackgroundQuieted") is True and np.array_equal(out.raw[~face], unit1[~face])
+    air = face & ~head_mask(data, zooms)
+    assert np.median(out.raw[air]) < 0.1 * 4095 < np.median(unit1[air])
+
+
+@pytest.mark.slow
 def test_per_file_command_refaces(tmp_path: Path, s1_2mm: nib.Nifti1Image,
                                   caplog: pytest.LogCaptureFixture) -> None:
     from bids_deface.cli.file import main

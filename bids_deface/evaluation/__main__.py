@@ -84,7 +84,7 @@ def evaluate_case(model, case) -> dict:  # type: ignore[no-untyped-def]
         logger.info("%s", json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
         return row
     data = case.image.get_fdata(dtype=np.float32)
-    head_tissue = head_mask(data, np.asarray(zooms))
+    head_tissue = head_mask(data, np.asarray(zooms)) if case.tissue is None else case.tissue
     # features the source head has no landmark for lie outside its field of view
     row["out_of_view"] = [feat for feat in FEATURES if feat not in case.landmarks]
     for feat in FEATURES:

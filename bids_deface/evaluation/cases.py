@@ -19,7 +19,7 @@ from scipy import ndimage
 from ..anatomy import block_reduce, head_mask, orbit_level
 
 __all__ = ["EvalCase", "load_landmarks", "make_cases", "thick_slices", "axial_slabs", "CASE_NAMES",
-           "INPUT_KIND_CASES", "not_head_cases", "rotated"]
+           "INPUT_KIND_CASES", "not_head_cases", "rotated", "mp2rage_unit1"]
 
 
 @dataclass
@@ -43,6 +43,10 @@ class EvalCase:
     ``partial``); ``nothing``: the image holds no face, and nothing may be removed."""
     partial: bool = False
     """The field of view leaves features out: a feature with no tissue in view is skipped."""
+    tissue: np.ndarray | None = None
+    """The head's tissue, where the image's own intensities do not give it
+    (:func:`bids_deface.anatomy.head_mask`): the source's, for an image whose background is
+    noise as bright as tissue."""
 
 
 def load_landmarks(head: str) -> dict[str, list[float]]:
@@ -166,8 +170,39 @@ INPUT_KIND_CASES = [
     "T1w 5 mm sagittal (real)", "T1w 5 mm coronal (real)", "T1w ears cut (real)", "T1w face cut (real)",
     "T1w plane-cut defaced (real)", "T1w in a stereotactic frame (real)",
     "T1w 0.43 mm in-plane, 3 mm axial (real)", "T1w on its side (real)", "T1w prone (real)",
-    "T1w off-centre (real)",
+    "T1w off-centre (real)", "T1w as MP2RAGE UNIT1 (real)",
 ]
+
+
+def mp2rage_unit1(data: np.ndarray, zooms: np.ndarray, seed: int = 0, snr: float = 40.0,
+                  fluid: np.ndarray | None = None) -> np.ndarray:
+    """An MP2RAGE ``UNIT1`` image (0-4095) made from the T1w ``data``: the ratio
+    Re(S1 S2*) / (|S1|² + |S2|²) of a second inversion S2 that is proton-density-like in the
+    head and a first inversion S1 = g S2 whose ratio is the T1w's contrast, both with
+    complex Gaussian noise (``snr``: against S2's brightest tissue). S2 is the square root
+    of the T1w's intensity in the head (dark bone and air cavities give little signal),
+    at least 0.8 in ``fluid`` (CSF and the eyeballs: dark in T1w, bright in proton
+    density), and nothing outside the head. In the head the image has the T1w's contrast,
+    noisy where S2 is weak; outside it, the ratio of two noises spreads uniformly over
+    the whole range: the salt-and-pepper background of real UNIT1 images."""
+    rng = np.random.default_rng(seed)
+    d = np.clip(data / float(np.percentile(data, 99.5)), 0.0, 1.0)
+    head = ndimage.gaussian_filter(head_mask(data, zooms).astype(np.float32), 1.0)
+    u = 0.8 * (d - 0.5)  # the ratio in tissue, within (-0.5, 0.5)
+    u = np.where(np.abs(u) < 1e-6, 1e-6, u)
+    g = (1.0 - np.sqrt(np.maximum(1.0 - 4.0 * u ** 2, 0.0))) / (2.0 * u)  # g / (1 + g²) = u
+    pd = np.sqrt(d)
+    if fluid is not None:
+        pd = np.where(fluid, np.maximum(pd, 0.8), pd)
+    s2 = pd * head
+    sigma = 1.0 / snr
+
+    def noise() -> np.ndarray:
+        return sigma * (rng.standard_normal(d.shape) + 1j * rng.standard_normal(d.shape))
+
+    s1_n, s2_n = g * s2 + noise(), s2 + noise()
+    ratio = (s1_n * np.conj(s2_n)).real / (np.abs(s1_n) ** 2 + np.abs(s2_n) ** 2)
+    return np.round((ratio + 0.5) * 4095.0).astype(np.float32)
 
 
 def _rotation(axis: int, degrees: float) -> np.ndarray:
@@ -354,6 +389,13 @@ def _input_kind_cases(data: np.ndarray, affine: np.ndarray, brain: np.ndarray, f
             lms[k] = [float(v) for v in affine[:3, :3] @ q + affine[:3, 3]]
         out.append(EvalCase(name, _image(d, affine), b, f, lms, {"rotation": f"{deg:+.0f} deg about axis {axis}"},
                             eyes=e, partial=True))
+    if want(INPUT_KIND_CASES[15]):
+        # a 7 T dataset's MP2RAGE UNIT1 image: the head in a background of loud noise
+        fluid = brain.copy()
+        for eye in eyes.values():
+            fluid |= eye
+        out.append(EvalCase(INPUT_KIND_CASES[15], _image(mp2rage_unit1(data, zooms, seed=15, fluid=fluid), affine),
+                            brain, face, landmarks, eyes=eyes, tissue=head_mask(data, zooms)))
     return out
 
 

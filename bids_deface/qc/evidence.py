@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from ..anatomy import (block_factors, block_reduce, bounding_box, distance_mm, ear_zone, head_mask, largest_component,
                        orbit_level)
-from ..inputs import MIN_BRAIN_ML, MIN_LEVELS, judge_input
+from ..inputs import MIN_BRAIN_ML, MIN_LEVELS, judge_input, quiet_background
 
 __all__ = ["Evidence", "OriginalContext", "gather_evidence", "original_context", "coarse_labels", "FEATURES",
            "WORK_MM"]
@@ -89,6 +89,13 @@ def _finite(data: np.ndarray) -> np.ndarray:
     if not np.isfinite(data).all():
         data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     return data
+
+
+def _quieted(data: np.ndarray, zooms: np.ndarray) -> np.ndarray:
+    """``data`` with a background of loud noise (an MP2RAGE UNIT1 image) quieted, as the
+    mask judges it (:func:`bids_deface.inputs.quiet_background`); otherwise as it is."""
+    quiet = quiet_background(data, zooms)
+    return data if quiet is None else quiet
 
 
 def _factors(zooms: np.ndarray) -> np.ndarray:
@@ -226,7 +233,7 @@ def original_context(model, original: np.ndarray, zooms: Sequence[float],  # typ
     f = _factors(zooms)
     cz = zooms * f
     odata = _finite(original)
-    coarse = block_reduce(odata, f)
+    coarse = block_reduce(_quieted(odata, zooms), f)
     if original_labels is None:
         olabels = model.label_map_ras(coarse, cz)
     else:
@@ -306,7 +313,8 @@ def gather_evidence(model, defaced: np.ndarray, zooms: Sequence[float],  # type:
 
     t0 = time.perf_counter()
     zooms = np.asarray(zooms, float)
-    data = _finite(defaced)
+    raw = _finite(defaced)  # what was removed is told from these values
+    data = _quieted(raw, zooms)
     f = _factors(zooms)
     cz = zooms * f
     voxel_ml = float(np.prod(cz)) / 1000.0
@@ -401,7 +409,7 @@ def gather_evidence(model, defaced: np.ndarray, zooms: Sequence[float],  # type:
             ctx = _context(model, original, zooms, original_labels)
         if ctx.shape != data.shape:
             raise ValueError(f"original {ctx.shape} and defaced {data.shape} images differ in shape")
-        removed = block_reduce(ctx.data != data, f, np.any)
+        removed = block_reduce(ctx.data != raw, f, np.any)
         feats.update(_removal_features(ctx, removed, regions, front, ears, voxel_ml))
         maps["removed"] = removed
     return Evidence(feats, kind, original is not None, time.perf_counter() - t0, maps)

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
+from ..inputs import loud_background
 from .mosaic import LABEL_COLOURS, PLANES, slice_mosaic
 from .surface import VIEWS, SurfaceRender, render_surface
 from .volume import RasVolume, head_threshold, label_values, mask_to_ras, render_spacing, to_isotropic, to_ras
@@ -138,6 +139,15 @@ def render_like(source: RasVolume, other: RasVolume, threshold: float) -> Surfac
                           sigma_mm=_sigma(source))
 
 
+def _quieted(volume: RasVolume, background: np.ndarray | None) -> RasVolume:
+    """``volume`` with ``background`` (:func:`bids_deface.inputs.loud_background` of the
+    source, on the same grid) set to its lowest value; as it is without one."""
+    if background is None or background.shape != volume.shape:
+        return volume
+    data = np.where(background, float(np.min(volume.data)), volume.data).astype(np.float32)
+    return RasVolume(data=data, spacing=volume.spacing)
+
+
 def make_run_figures(
     source: Path | None, defaced: Path | None = None, mask: Path | None = None,
     refaced: Path | None = None,
@@ -164,12 +174,16 @@ def make_run_figures(
     t0 = time.perf_counter()
     src_img = nib.load(str(source))
     src = to_ras(src_img)
+    # a head in loud noise (an MP2RAGE UNIT1 image) is drawn with its background quieted,
+    # as it was masked; its copies with the same background
+    background = loud_background(src.data, src.spacing)
+    src = _quieted(src, background)
     threshold = head_threshold(src.data)
 
     dfc = None
     if defaced is not None and Path(defaced).exists():
         try:
-            dfc = to_ras(nib.load(str(defaced)))
+            dfc = _quieted(to_ras(nib.load(str(defaced))), background)
         except Exception as exc:  # nibabel raises many types for broken files
             logger.exception("cannot read defaced image %s", defaced)
             notes.append(f"Defaced image could not be read: {exc}")
@@ -189,6 +203,9 @@ def make_run_figures(
     if refaced is not None and Path(refaced).exists():
         try:
             rfc = to_ras(nib.load(str(refaced)))
+            # quieted by its own background: the template's face may reach where the
+            # source's background was
+            rfc = _quieted(rfc, loud_background(rfc.data, rfc.spacing) if background is not None else None)
             images = surface_images(render_like(src, rfc, threshold), crops if rfc.shape == src.shape else None,
                                     px_per_mm)
             renders["refaced"] = {v: png_data_uri(i) for v, i in images.items()}

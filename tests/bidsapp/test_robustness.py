@@ -23,6 +23,7 @@ import pytest
 from bids_deface.bids.validate import run_validator
 from bids_deface.cli.run import main
 from bids_deface.errors import EXIT_OK, EXIT_QC_NOT_PASS, EXIT_RUN_FAILED
+from bids_deface.evaluation.cases import mp2rage_unit1
 
 #: Exit codes of a run in which every image was defaced (whatever its QC verdict).
 FINISHED = (EXIT_OK, EXIT_QC_NOT_PASS)
@@ -67,7 +68,7 @@ FAILS = {
 }
 #: subject -> the flag of an image that comes out unchanged
 UNCHANGED = {"zeros": "empty_image", "noise": "noise_image", "phantom": "not_a_head"}
-DEFACED = ("good", "fourd", "naninf", "oblique", "sheared", "qformsform", "signed")
+DEFACED = ("good", "fourd", "naninf", "oblique", "sheared", "qformsform", "signed", "unit1")
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,8 @@ def bad_dataset(tmp_path_factory: pytest.TempPathFactory, s1_2mm: nib.Nifti1Imag
     f[0, 0, 0], f[1, 1, 1] = np.nan, np.inf
     _save(root, "naninf", f, aff)
     _save(root, "signed", head.astype(np.float32) - 1000.0, aff)  # air at -1000, not 0
+    # an MP2RAGE UNIT1 image: the head in a background of noise spread over the whole range
+    _save(root, "unit1", mp2rage_unit1(head.astype(np.float32), nib.affines.voxel_sizes(aff)).astype(np.int16), aff)
     _save(root, "complex", head.astype(np.complex64), aff)
     rgb = np.zeros(head.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
     rgb["R"] = np.clip(head // 4, 0, 255)
@@ -157,6 +160,12 @@ def test_bad_inputs_fail_alone_with_a_clear_message(tmp_path: Path, bad_dataset:
         if subject == "fourd":
             # every volume loses the first volume's mask
             assert a.ndim == 4 and (b[mask] == 0).all() and np.array_equal(a[~mask], b[~mask])
+        elif subject == "unit1":
+            # the head found in its noise, and masked as the same head in quiet air is
+            good = np.asanyarray(nib.load(next((out / "sub-good" / "anat").glob("*_mask.nii.gz"))).dataobj) > 0
+            assert "loud_background" in side["Defacing"]["QCFlags"] and "noise_image" not in side["Defacing"]["QCFlags"]
+            assert 2 * np.count_nonzero(mask & good) / (mask.sum() + good.sum()) > 0.8
+            assert np.array_equal(a[~mask], b[~mask])
         elif subject == "signed":
             # taken for the head it is, and removed voxels take the image's air, not 0
             assert "not_a_head" not in side["Defacing"]["QCFlags"] and (b[mask] == a.min()).all()
@@ -324,3 +333,32 @@ def test_not_bids_and_output_inside_the_input_are_refused(tmp_path: Path, s1_2mm
     err = capsys.readouterr().err
     assert code != EXIT_OK and "lies inside the input dataset" in err
     assert not inside.exists() and tree_digest(bids) == before
+
+
+def test_upload_leaves_out_images_judged_not_heads(tmp_path: Path, s1_2mm: nib.Nifti1Image,
+                                                   validator: str) -> None:
+    """``--output-layout raw``: an image left unchanged as noise is not copied into the
+    upload (a head the judgement missed would go out with its face); the head in loud
+    noise (an MP2RAGE UNIT1 image) is found, defaced and uploaded."""
+    root = _dataset(tmp_path / "bids")
+    head = np.asanyarray(s1_2mm.dataobj).astype(np.int16)
+    aff = s1_2mm.affine
+    _save(root, "good", head, aff)
+    _save(root, "noise", np.random.default_rng(0).integers(0, 1000, head.shape).astype(np.int16), aff)
+    unit1 = mp2rage_unit1(head.astype(np.float32), nib.affines.voxel_sizes(aff)).astype(np.int16)
+    _save(root, "unit1", unit1, aff)
+    before = tree_digest(root)
+    up = tmp_path / "upload"
+    code = main([str(root), str(up), "participant", "--device", "cpu", "--nprocs", "2", "--output-layout", "raw",
+                 "--no-progress"])
+    assert code in FINISHED and tree_digest(root) == before
+    assert not (up / "sub-noise").exists()
+    excluded = (up / "derivatives" / "bids-deface" / "excluded.tsv").read_text()
+    assert "sub-noise/anat/sub-noise_T1w.nii.gz\tleft unchanged as noise (noise_image)" in excluded
+    for subject in ("good", "unit1"):
+        rel = f"sub-{subject}/anat/sub-{subject}_T1w.nii.gz"
+        a = np.asanyarray(nib.load(root / rel).dataobj)
+        b = np.asanyarray(nib.load(up / rel).dataobj)
+        assert np.count_nonzero(a != b) > 50_000, subject  # defaced in the upload
+    assert main([str(root), str(up), "group", "--output-layout", "raw"]) in FINISHED
+    assert run_validator(up).errors == []
