@@ -15,15 +15,17 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTuple, Protocol, Sequence
 
 import nibabel as nib
 import numpy as np
 
 from . import __version__
 from .bids.discover import AnatRun, annex_key, annex_sha256
+from .bids.companions import needs_magnitude, references
 from .bids.outputs import (
     OutputPaths,
+    SOURCE_DATASET,
     defaced_sidecar,
     mask_sidecar,
     output_paths,
@@ -187,10 +189,11 @@ def same_input(defacing: Mapping[str, Any], run: AnatRun, checksum: str | None) 
 
 
 def complete_outputs(paths: OutputPaths, run: AnatRun, checksum: str | None,
-                     scrubbed: bool = False) -> dict[str, Any] | None:
+                     scrubbed: bool = False, mask_from: ReferenceMask | None = None) -> dict[str, Any] | None:
     """The defaced sidecar when every output of a run exists and was made from the run's
     image as it is now (:func:`same_input`), its metadata de-identified if ``scrubbed``
-    is asked for; None when the run must be (re)done."""
+    is asked for, and, for a companion (``mask_from``: :func:`_reference_mask`), with the
+    reference's mask as it is now; None when the run must be (re)done."""
     if not all(p.is_file() for p in paths.products):
         return None
     sidecar = read_json(paths.defaced_json)
@@ -201,6 +204,8 @@ def complete_outputs(paths: OutputPaths, run: AnatRun, checksum: str | None,
         return None
     if bool(defacing.get("MetadataScrubbed", False)) != scrubbed:
         return None
+    if mask_from is not None and defacing.get("MaskFromSHA256") != mask_from.sha256:
+        return None  # its reference was defaced again since
     return sidecar
 
 
@@ -241,6 +246,8 @@ def _defacing_record(
     notes = tuple(getattr(prediction, "notes", ()))
     flags = notes + tuple(f for f in qc_flags(removed, removed_ml, brain_voxels, int(prediction.guard_voxels),
                                               int(prediction.face_raw_voxels)) if f not in notes)
+    if "mask_of_companion" in notes:  # the brain was predicted on its reference, not on it
+        flags = tuple(f for f in flags if f != "no_brain_found")
     flags += pose_flags(prediction)
     return {
         "Tool": "bids-deface",
@@ -272,19 +279,23 @@ def _defacing_record(
 
 def process_run(
     run: AnatRun, paths: OutputPaths, get_masker: Callable[[], Masker], overwrite: bool = False,
-    scrubber: Scrubber | None = None,
+    scrubber: Scrubber | None = None, reference: tuple[AnatRun, OutputPaths | None] | None = None,
 ) -> RunResult:
     """Deface one run and write its outputs (or skip it when they are complete).
 
     When ``paths`` names a refaced image (``output_paths(..., reface=True)``) it is
     written too, with its sidecar. With ``scrubber`` the sidecars and headers of the
-    outputs are de-identified (:mod:`bids_deface.bids.scrub`). Raises whatever goes
-    wrong; :func:`process_runs` isolates the failures.
+    outputs are de-identified (:mod:`bids_deface.bids.scrub`). With ``reference`` (the run
+    and outputs of the image of its acquisition whose mask it takes,
+    :mod:`bids_deface.bids.companions`), the run is defaced with that image's mask,
+    written before. Raises whatever goes wrong; :func:`process_runs` isolates the failures.
     """
     t0 = time.perf_counter()
     checksum = input_checksum(run)
+    reference_mask = _reference_mask(run, reference) if reference is not None else None
     if not overwrite:
-        existing = complete_outputs(paths, run, checksum, scrubbed=scrubber is not None)
+        existing = complete_outputs(paths, run, checksum, scrubbed=scrubber is not None,
+                                    mask_from=reference_mask)
         if existing is not None:
             flags = tuple(existing.get("Defacing", {}).get("QCFlags", ()))
             logger.debug("%s: outputs complete for this input, skipped", run.name)
@@ -306,7 +317,12 @@ def process_run(
 
     img = load_nifti(run.path)
     masker = get_masker()
-    prediction = masker.predict(img)
+    if reference_mask is not None:
+        logger.info("%s takes the mask of %s (the same acquisition, on the same grid)", run.name,
+                    reference_mask.uri.rsplit("/", 1)[-1])
+        prediction: Prediction = _companion_prediction(img, reference_mask)
+    else:
+        prediction = masker.predict(img)
     face = np.asarray(prediction.face, dtype=bool)
     raw = deface_image(img, face)
     qc = qc_verdict(masker, img, raw, prediction)
@@ -317,6 +333,9 @@ def process_run(
     refaced = _reface(img, face, prediction) if paths.refaced is not None else None
     record = _defacing_record(masker, prediction, img, checksum, time.perf_counter() - t0,
                               annex_key(run.path), qc)
+    if reference_mask is not None:
+        record["MaskFrom"] = reference_mask.uri
+        record["MaskFromSHA256"] = reference_mask.sha256
     metadata = None
     if scrubber is not None:
         record["MetadataScrubbed"] = True
@@ -335,6 +354,55 @@ def process_run(
                 f" [{', '.join(record['QCFlags'])}]" if record["QCFlags"] else "")
     return RunResult(run, paths, "ok", sidecar, None, tuple(record["QCFlags"]),
                      time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class CompanionMask:
+    """The mask of a companion image: its reference's (:mod:`bids_deface.bids.companions`),
+    as the pipeline's prediction."""
+
+    face: np.ndarray
+    brain: np.ndarray
+    face_raw_voxels: int
+    guard_voxels: int = 0
+    seconds: float = 0.0
+    spacing_mm: tuple[float, ...] = ()
+    guard_mm: Mapping[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ("mask_of_companion",)
+
+
+class ReferenceMask(NamedTuple):
+    """The mask a companion image takes (:mod:`bids_deface.bids.companions`)."""
+
+    mask: np.ndarray
+    uri: str
+    """The reference image, as a BIDS URI (``bids:raw:<path>``)."""
+    sha256: str
+    """SHA-256 of the reference's mask file: a companion made with another is redone."""
+
+
+def _reference_mask(run: AnatRun, reference: tuple[AnatRun, OutputPaths | None]) -> ReferenceMask:
+    """The mask of a companion's reference; raises where the reference was not defaced or
+    its mask is not on the run's grid."""
+    ref_run, ref_paths = reference
+    if ref_paths is None or not ref_paths.defaced_json.is_file() or not ref_paths.mask.is_file():
+        raise ValueError(f"{run.name} is defaced with the mask of {ref_run.name} (the same acquisition), which "
+                         "was not defaced")
+    mask_img = nib.load(ref_paths.mask)
+    if run.content_present:  # (a dropped annexed image is known by its key: see process_run)
+        img = nib.load(run.path)
+        if mask_img.shape[:3] != img.shape[:3] or not np.allclose(mask_img.affine, img.affine, atol=1e-3):
+            raise ValueError(f"{run.name} is defaced with the mask of {ref_run.name} (the same acquisition), but "
+                             f"the two images lie on other grids ({img.shape[:3]} and {mask_img.shape[:3]})")
+    return ReferenceMask(np.asanyarray(mask_img.dataobj) > 0, f"bids:{SOURCE_DATASET}:{ref_run.relpath}",
+                         sha256_file(ref_paths.mask))
+
+
+def _companion_prediction(img: nib.Nifti1Image, reference: ReferenceMask) -> CompanionMask:
+    """A companion's prediction: its reference's mask, no brain predicted on it (the guard
+    kept the mask from the reference's)."""
+    return CompanionMask(face=reference.mask, brain=np.zeros(img.shape[:3], bool),
+                         face_raw_voxels=int(np.count_nonzero(reference.mask)))
 
 
 def _reface(img: nib.Nifti1Image, face: np.ndarray, prediction: Prediction):  # type: ignore[no-untyped-def]
@@ -399,7 +467,8 @@ def process_runs(
         running (e.g. for the reports). None: one run after the other, in this process.
     """
     claimed: dict[Path, AnatRun] = {}
-    todo: list[tuple[int, AnatRun, OutputPaths | None, str | None]] = []
+    todo: list[Todo] = []
+    refs = references(runs)
     for i, run in enumerate(runs):
         paths: OutputPaths | None = None
         clash = None
@@ -410,23 +479,50 @@ def process_runs(
                 clash = f"{run.relpath} and {other.relpath} would both be written to {paths.defaced.name}"
         except Exception as exc:
             clash = f"{type(exc).__name__}: {exc}"
-        todo.append((i, run, paths, clash))
+        if clash is None and run.relpath not in refs and needs_magnitude(run):
+            clash = (f"{run.name} is a {run.entities.get('part')} image: it is defaced with the mask of its "
+                     "magnitude image (part-mag, the same other entities), which is not among the selected runs")
+        todo.append((i, run, paths, clash, refs.get(run.relpath)))
+    # each reference before its companions (they take its mask)
+    todo.sort(key=lambda t: (t[4] is not None, t[0]))
     if pool is not None:
-        return _process_in_workers(todo, output_dir, overwrite, on_start, on_result, scrubber, pool)
-    masker = _OnceMasker(get_masker)
-    results = []
-    for _, run, paths, clash in todo:
-        if on_start is not None:
-            on_start(run)
-        result = _run_isolated(run, paths, clash, masker, output_dir, overwrite, scrubber)
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-    return results
+        results = _process_in_workers(todo, output_dir, overwrite, on_start, on_result, scrubber, pool)
+    else:
+        masker = _OnceMasker(get_masker)
+        done: dict[str, OutputPaths | None] = {}
+        results = []
+        for i, run, paths, clash, ref in todo:
+            if on_start is not None:
+                on_start(run)
+            result = _run_isolated(run, paths, clash, masker, output_dir, overwrite, scrubber,
+                                   _with_paths(ref, done))
+            done[run.relpath] = paths
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    order = {t[0]: k for k, t in enumerate(todo)}
+    return [results[order[i]] for i in range(len(runs))]
+
+
+#: One run to process: its index among the runs, the run, its outputs (None where they
+#: cannot be named), why it cannot be processed at all, and its reference run.
+Todo = tuple[int, AnatRun, "OutputPaths | None", "str | None", "AnatRun | None"]
+
+
+def _with_paths(ref: AnatRun | None,
+                done: Mapping[str, OutputPaths | None]) -> tuple[AnatRun, OutputPaths | None] | None:
+    """The reference of a companion with its outputs (processed before; None where they
+    could not be named)."""
+    if ref is None:
+        return None
+    if ref.relpath not in done:
+        raise RuntimeError(f"{ref.relpath} was to be processed before its companions")
+    return ref, done[ref.relpath]
 
 
 def _run_isolated(run: AnatRun, paths: OutputPaths | None, clash: str | None, masker: Callable[[], Masker],
-                  output_dir: Path, overwrite: bool, scrubber: Scrubber | None) -> RunResult:
+                  output_dir: Path, overwrite: bool, scrubber: Scrubber | None,
+                  reference: tuple[AnatRun, OutputPaths | None] | None = None) -> RunResult:
     """:func:`process_run`, its failure turned into a failed result with an error log
     (``clash``: why the run cannot be processed at all)."""
     t0 = time.perf_counter()
@@ -434,7 +530,7 @@ def _run_isolated(run: AnatRun, paths: OutputPaths | None, clash: str | None, ma
         if clash is not None:
             raise ValueError(clash)
         assert paths is not None
-        return process_run(run, paths, masker, overwrite=overwrite, scrubber=scrubber)
+        return process_run(run, paths, masker, overwrite=overwrite, scrubber=scrubber, reference=reference)
     except (ModelError, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -464,12 +560,13 @@ def _worker_start(get_masker: Callable[[], Masker], log_queue: Any, level: int) 
 
 
 def _worker_run(run: AnatRun, paths: OutputPaths | None, clash: str | None, output_dir: Path, overwrite: bool,
-                scrubber: Scrubber | None) -> tuple[RunResult, list[tuple[str, str, str]]]:
+                scrubber: Scrubber | None, reference: tuple[AnatRun, OutputPaths | None] | None = None,
+                ) -> tuple[RunResult, list[tuple[str, str, str]]]:
     """One run in a worker process, with the de-identification changes it made."""
     assert _WORKER_MASKER is not None
     if scrubber is not None:
         scrubber.changes = []
-    result = _run_isolated(run, paths, clash, _WORKER_MASKER, output_dir, overwrite, scrubber)
+    result = _run_isolated(run, paths, clash, _WORKER_MASKER, output_dir, overwrite, scrubber, reference)
     return result, list(scrubber.changes) if scrubber is not None else []
 
 
@@ -519,26 +616,36 @@ def worker_pool(jobs: int, get_masker: Callable[[], Masker]) -> Iterator[WorkerP
         log_queue.close()
 
 
-def _process_in_workers(todo: Sequence[tuple[int, AnatRun, OutputPaths | None, str | None]], output_dir: Path,
+def _process_in_workers(todo: Sequence[Todo], output_dir: Path,
                         overwrite: bool, on_start: Callable[[AnatRun], None] | None,
                         on_result: Callable[[RunResult], None] | None,
                         scrubber: Scrubber | None, pool: WorkerPool) -> list[RunResult]:
-    """:func:`process_runs` in the pool's workers, at most one run per worker in flight."""
+    """:func:`process_runs` in the pool's workers, at most one run per worker in flight; a
+    companion is started once its reference has finished."""
     import concurrent.futures as cf
 
     results: dict[int, RunResult] = {}
-    pending = list(todo)[::-1]
+    pending = list(todo)
     running: dict[cf.Future, int] = {}
+    finished: dict[str, OutputPaths | None] = {}
 
-    def submit() -> None:
-        i, run, paths, clash = pending.pop()
-        if on_start is not None:
-            on_start(run)
-        running[pool.executor.submit(_worker_run, run, paths, clash, output_dir, overwrite, scrubber)] = i
+    def submit() -> bool:
+        """Start the first pending run that can start; whether one could."""
+        for k, (i, run, paths, clash, ref) in enumerate(pending):
+            if ref is not None and ref.relpath not in finished:
+                continue
+            del pending[k]
+            if on_start is not None:
+                on_start(run)
+            future = pool.executor.submit(_worker_run, run, paths, clash, output_dir, overwrite, scrubber,
+                                          _with_paths(ref, finished))
+            running[future] = i
+            return True
+        return False
 
     try:
-        while pending and len(running) < pool.jobs:
-            submit()
+        while pending and len(running) < pool.jobs and submit():
+            pass
         while running:
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for future in done:
@@ -547,15 +654,16 @@ def _process_in_workers(todo: Sequence[tuple[int, AnatRun, OutputPaths | None, s
                 if scrubber is not None:
                     scrubber.changes.extend(changes)
                 results[i] = result
+                finished[result.run.relpath] = result.paths
                 if on_result is not None:
                     on_result(result)
-                if pending:
-                    submit()
+            while pending and len(running) < pool.jobs and submit():
+                pass
     except BaseException:
         for future in running:
             future.cancel()
         raise
-    return [results[i] for i, *_ in todo]
+    return [results[t[0]] for t in todo]
 
 
 def summarise(results: Iterable[RunResult]) -> dict[str, int]:

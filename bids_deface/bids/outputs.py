@@ -67,7 +67,8 @@ SOURCE_DATASET = "raw"
 
 _ENTITIES = (
     "sub-{subject}[_ses-{session}][_task-{task}][_acq-{acquisition}][_ce-{ceagent}]"
-    "[_rec-{reconstruction}][_run-{run}][_echo-{echo}][_part-{part}][_chunk-{chunk}]"
+    "[_rec-{reconstruction}][_run-{run}][_echo-{echo}][_flip-{flip}][_inv-{inv}][_mt-{mt}][_part-{part}]"
+    "[_chunk-{chunk}]"
 )
 _DIR = "sub-{subject}[/ses-{session}]/{datatype<anat>|anat}/"
 
@@ -109,7 +110,7 @@ and ears set to background:
 """
 
 _NAME_ENTITIES = ("subject", "session", "task", "acquisition", "ceagent", "reconstruction",
-                  "run", "echo", "part", "chunk")
+                  "run", "echo", "flip", "inv", "mt", "part", "chunk")
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 #: Keys of the sidecar's ``Defacing`` object shown first, with their labels and units.
 DEFACING_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("MaskFrom", "Mask of", ""),
     ("VoxelsRemoved", "Voxels removed", ""),
     ("VolumeRemovedML", "Volume removed", "mL"),
     ("GuardVoxels", "Voxels kept by the brain guard", ""),

@@ -15,9 +15,10 @@ def _run(name: str, **entities: str) -> AnatRun:
 
 def test_names_keep_every_entity_in_bids_order() -> None:
     run = _run("x", subject="01", session="a", task="t", acquisition="mp", ceagent="gad",
-               reconstruction="norm", run="02", echo="1", part="mag", chunk="3", suffix="T1w")
+               reconstruction="norm", run="02", echo="1", flip="2", inv="1", mt="on", part="mag", chunk="3",
+               suffix="T1w")
     p = outputs.output_paths(run, Path("/o"))
-    stem = "sub-01_ses-a_task-t_acq-mp_ce-gad_rec-norm_run-02_echo-1_part-mag_chunk-3"
+    stem = "sub-01_ses-a_task-t_acq-mp_ce-gad_rec-norm_run-02_echo-1_flip-2_inv-1_mt-on_part-mag_chunk-3"
     assert p.defaced == Path(f"/o/sub-01/ses-a/anat/{stem}_desc-defaced_T1w.nii.gz")
     assert p.defaced_json == Path(f"/o/sub-01/ses-a/anat/{stem}_desc-defaced_T1w.json")
     assert p.mask == Path(f"/o/sub-01/ses-a/anat/{stem}_label-face_desc-T1w_mask.nii.gz")
