@@ -9,7 +9,8 @@ defaced with one mask, made on the image of the group the face is seen best in â
 **reference**: a magnitude image before any other part (a phase image shows no face the
 network knows, but its noise-free region outlines the head), the last inversion (an
 MP2RAGE's second is proton-density-like; its first is dark), the first echo, flip angle
-and ``mt-off``, and an image before a map computed from it. The other images of the group
+and ``mt-off``, and an image before a map computed from it (of maps alone, an MP2RAGE's
+``UNIT1``, which looks like a T1w image). The other images of the group
 (its **companions**) take the reference's mask; a phase, real or imaginary part without a
 magnitude image among the selected runs is not defaced on its own.
 """
@@ -57,6 +58,7 @@ def reference_rank(run: AnatRun) -> tuple:
     ents = run.entities
     return (
         run.suffix in MAPS,                        # an image before a map computed from it
+        run.suffix != "UNIT1",                     # of maps, the uniform image (a T1w look)
         str(ents.get("part", "mag")) in COMPLEX_PARTS,  # the magnitude before other parts
         -_number(ents.get("inv"), 0),               # the last inversion
         _number(ents.get("echo"), 0),               # the first echo
@@ -87,7 +89,7 @@ def references(runs: Iterable[AnatRun]) -> dict[str, AnatRun]:
             continue
         ranked: Sequence[AnatRun] = sorted(members, key=reference_rank)
         ref = ranked[0]
-        if needs_magnitude(ref) or ref.suffix in MAPS:
+        if needs_magnitude(ref) or (ref.suffix in MAPS and ref.suffix != "UNIT1"):
             continue  # no image of the group shows the face as a magnitude image does
         for run in ranked[1:]:
             out[run.relpath] = ref

@@ -49,8 +49,9 @@ def test_other_acquisitions_runs_and_contrasts_stay_apart() -> None:
                  "sub-01_acq-fast_UNIT1.nii.gz") == {
         "sub-01_acq-fast_UNIT1.nii.gz": "sub-01_acq-fast_inv-1_MP2RAGE.nii.gz",
     }
-    # a map alone, or maps alone, are defaced on their own
-    assert _refs("sub-01_UNIT1.nii.gz") == {} and _refs("sub-01_UNIT1.nii.gz", "sub-01_T1map.nii.gz") == {}
+    # a map alone is defaced on its own; of maps alone, the T1 map takes the uniform image's
+    assert _refs("sub-01_UNIT1.nii.gz") == {} and _refs("sub-01_T1map.nii.gz", "sub-01_R1map.nii.gz") == {}
+    assert _refs("sub-01_UNIT1.nii.gz", "sub-01_T1map.nii.gz") == {"sub-01_T1map.nii.gz": "sub-01_UNIT1.nii.gz"}
 
 
 def test_a_phase_image_without_its_magnitude_has_no_reference() -> None:
