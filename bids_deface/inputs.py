@@ -10,11 +10,6 @@ intensities and the model's brain only as a reference position:
 * ``noise`` — neighbouring voxels are uncorrelated (a real image, at any resolution and
   contrast, has strongly correlated neighbours);
 
-A head in a background of noise as loud as its tissue (an MP2RAGE ``UNIT1`` image, the
-ratio of two images whose background holds nothing but noise; a T1 map) would be taken for
-noise, and the network does not see a face in it: :func:`loud_background` finds that
-background, and the image is judged and masked with it set to the image's lowest value
-(the mask is applied to the image as it is).
 * ``not_head`` — the model finds no brain of a plausible size (under ``MIN_BRAIN_ML``, a
   tenth of a newborn's) and no face either;
 * ``no_face`` — all the tissue in the image lies close to the brain (skull-stripped, or a
@@ -35,6 +30,12 @@ background, and the image is judged and masked with it set to the image's lowest
   spread its intensities, a skull-stripped brain's less so; the network may take a
   phantom's cylinder for a brain and a face);
 * ``head`` — anything else: defaced as usual.
+
+A head in a background of noise as loud as its tissue (an MP2RAGE ``UNIT1`` image, the
+ratio of two images whose background holds nothing but noise; a T1 map) would be taken for
+noise, and the network does not see a face in it: :func:`loud_background` finds that
+background, and the image is judged and masked with it set to the image's lowest value
+(the mask is applied to the image as it is).
 
 Arrays are in RAS axis order with voxel sizes ``zooms`` (mm).
 """
@@ -180,9 +181,9 @@ def dark_share(data: np.ndarray) -> float:
 
 def _loud_blocks(data: np.ndarray, zooms: Sequence[float], mm: float) -> tuple[np.ndarray, np.ndarray]:
     """Which blocks of about ``mm`` (``block_factors``, at least two voxels along axes of
-    voxels under 4 mm) hold loud noise (see ``LOUD_STD``),
-    and the blocks' factors. Each block's spread and neighbour correlation are measured on
-    the pairs of neighbours along the finest axis that start in it."""
+    voxels under 4 mm) hold loud noise (see ``LOUD_STD``), and the blocks' factors. Each
+    block's spread and neighbour correlation are measured on the pairs of neighbours along
+    the finest axis that start in it."""
     zooms = np.asarray(zooms, float)
     # at least two voxels along every axis of voxels under 4 mm (a 2×3×2 mm grid's blocks
     # of one voxel would have no spread)

@@ -526,12 +526,12 @@ class FaceModel:
         clock.lap("conform")
         quiet = quiet_background(ras, zooms)
         loud = quiet is not None
-        if quiet is not None:
+        if loud:
             # an MP2RAGE UNIT1 image, a T1 map: the head in noise as loud as its tissue
             logger.info("the background is noise as loud as the head's tissue (an MP2RAGE UNIT1 image?): the head "
                         "is judged and masked with its background set to the image's lowest value")
             ras = quiet
-            del quiet
+        del quiet
         clock.lap("input_kind")
         seg, guard_brain = self._labels_ras(ras, ras_zooms, clock=clock)
         brain = largest_component(seg == LABELS["brain"])
