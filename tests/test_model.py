@@ -171,6 +171,17 @@ def test_per_file_command(tmp_path: Path, s1_2mm: nib.Nifti1Image) -> None:
     with pytest.raises(SystemExit):
         main([str(src), str(out), "--threads", "0", "--force"])
     assert main([str(tmp_path / "missing.nii.gz"), str(tmp_path / "x.nii.gz")]) == 3
+    # another image of the acquisition (here a phase-like one) takes that mask as it is
+    other = tmp_path / "phase.nii.gz"
+    nib.save(nib.Nifti1Image((a.astype(np.int16) % 97) - 48, s1_2mm.affine), other)
+    taken = tmp_path / "phase_defaced.nii.gz"
+    assert main([str(other), str(taken), "--mask-from", str(mask), "--mask", str(tmp_path / "m2.nii.gz")]) == 0
+    c, d = np.asanyarray(nib.load(other).dataobj), np.asanyarray(nib.load(taken).dataobj)
+    assert np.array_equal(c[~m], d[~m]) and (d[m] == c.min()).all()
+    assert np.array_equal(np.asanyarray(nib.load(tmp_path / "m2.nii.gz").dataobj).astype(bool), m)
+    # a mask on another grid is refused
+    nib.save(nib.Nifti1Image(m[:-2].astype(np.uint8), s1_2mm.affine), tmp_path / "small.nii.gz")
+    assert main([str(other), str(taken), "--mask-from", str(tmp_path / "small.nii.gz"), "--force"]) == 3
 
 
 def test_small_head_is_seen_at_a_finer_spacing(model: FaceModel, s1_2mm: nib.Nifti1Image,

@@ -4,6 +4,10 @@ Examples
 --------
 ``bids-deface-file sub01_T1w.nii.gz sub01_T1w_defaced.nii.gz --mask sub01_face.nii.gz``
 
+``bids-deface-file sub01_part-phase_T2starw.nii.gz out.nii.gz --mask-from sub01_face.nii.gz``
+defaces a phase image with the mask written for its magnitude image (the images of one
+acquisition take one mask: :mod:`bids_deface.bids.companions`).
+
 ``bids-deface-file sub01_T1w.nii.gz sub01_T1w_defaced.nii.gz --reface sub01_T1w_refaced.nii.gz``
 also writes the image with a face that is nobody's in place of the removed one
 (:mod:`bids_deface.reface`), and its sidecar ``sub01_T1w_refaced.json``.
@@ -39,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, help="input NIfTI (.nii or .nii.gz)")
     p.add_argument("output", type=Path, help="defaced NIfTI to write (must differ from input)")
     p.add_argument("--mask", type=Path, help="also write the binary uint8 face mask here")
+    p.add_argument("--mask-from", type=Path, metavar="MASK",
+                   help="deface with this mask (non-zero: removed) instead of predicting one: the mask "
+                        "written for another image of the same acquisition on the same grid (the "
+                        "magnitude of a phase image, the first echo, an MP2RAGE's second inversion)")
     p.add_argument("--reface", type=Path, metavar="REFACED",
                    help="also write the refaced image here: the removed voxels filled with the face of an "
                         "average head (TemplateFlow's MNI152NLin2009cAsym when its cache holds it, else the "
@@ -88,14 +96,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 3
-    try:
-        model = load_face_model(args.model_dir, device=args.device, threads=args.threads,
-                                runtime=args.runtime)
-    except ModelError as exc:
-        logger.error("%s", exc)
-        return 6
     t0 = time.perf_counter()
-    pred = model.predict(img, guard_mm=args.guard_mm)
+    if args.mask_from is not None:
+        try:
+            pred = _given_mask(img, args.mask_from)
+        except (ValueError, FileNotFoundError) as exc:
+            logger.error("%s", exc)
+            return 3
+    else:
+        try:
+            model = load_face_model(args.model_dir, device=args.device, threads=args.threads,
+                                    runtime=args.runtime)
+        except ModelError as exc:
+            logger.error("%s", exc)
+            return 6
+        pred = model.predict(img, guard_mm=args.guard_mm)
     save_raw_like(deface_image(img, pred.face), img, args.output)
     if args.mask:
         save_mask_like(pred.face, img, args.mask)
@@ -119,6 +134,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                     refaced.record.get("VoxelsRefaced", 0), refaced.record.get("Template"),
                     refaced.record.get("TemplateSource"), refaced.seconds)
     return 0
+
+
+def _given_mask(img, path: Path):  # type: ignore[no-untyped-def]
+    """The mask at ``path`` as a prediction for ``img``; raises unless it lies on its grid."""
+    from ..io import load_nifti
+    from ..pipeline import CompanionMask
+
+    mask_img = load_nifti(path)
+    if mask_img.shape[:3] != img.shape[:3] or not np.allclose(mask_img.affine, img.affine, atol=1e-3):
+        raise ValueError(f"the mask {path} lies on another grid than the image ({mask_img.shape[:3]} and "
+                         f"{img.shape[:3]})")
+    mask = np.asanyarray(mask_img.dataobj)
+    mask = (mask[..., 0] if mask.ndim == 4 else mask) != 0
+    return CompanionMask(face=mask, brain=np.zeros(img.shape[:3], bool), face_raw_voxels=int(mask.sum()))
 
 
 def _sidecar_path(image: Path) -> Path:
