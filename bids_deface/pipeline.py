@@ -325,7 +325,9 @@ def process_run(
         prediction = masker.predict(img)
     face = np.asarray(prediction.face, dtype=bool)
     raw = deface_image(img, face)
-    qc = qc_verdict(masker, img, raw, prediction)
+    # a companion's verdict is its reference's: the same voxels removed from the same head
+    # (its own image may be a phase image, which the verdict's evidence cannot judge)
+    qc = reference_mask.verdict if reference_mask is not None else qc_verdict(masker, img, raw, prediction)
     where = paths.defaced.name
     save_raw_like(raw, img, paths.defaced, header=scrubber.header(img.header, where) if scrubber else None)
     save_mask_like(face, img, paths.mask)
@@ -379,6 +381,8 @@ class ReferenceMask(NamedTuple):
     """The reference image, as a BIDS URI (``bids:raw:<path>``)."""
     sha256: str
     """SHA-256 of the reference's mask file: a companion made with another is redone."""
+    verdict: dict[str, Any] | None = None
+    """The reference's QC verdict (its sidecar's ``QC``), noted ``verdict_of_reference``."""
 
 
 def _reference_mask(run: AnatRun, reference: tuple[AnatRun, OutputPaths | None]) -> ReferenceMask:
@@ -394,8 +398,10 @@ def _reference_mask(run: AnatRun, reference: tuple[AnatRun, OutputPaths | None])
         if mask_img.shape[:3] != img.shape[:3] or not np.allclose(mask_img.affine, img.affine, atol=1e-3):
             raise ValueError(f"{run.name} is defaced with the mask of {ref_run.name} (the same acquisition), but "
                              f"the two images lie on other grids ({img.shape[:3]} and {mask_img.shape[:3]})")
+    qc = (read_json(ref_paths.defaced_json) or {}).get("Defacing", {}).get("QC")
+    verdict = {**qc, "Notes": [*qc.get("Notes", []), "verdict_of_reference"]} if isinstance(qc, dict) else None
     return ReferenceMask(np.asanyarray(mask_img.dataobj) > 0, f"bids:{SOURCE_DATASET}:{ref_run.relpath}",
-                         sha256_file(ref_paths.mask))
+                         sha256_file(ref_paths.mask), verdict)
 
 
 def _companion_prediction(img: nib.Nifti1Image, reference: ReferenceMask) -> CompanionMask:

@@ -134,6 +134,10 @@ def test_companions_take_their_references_mask(tmp_path: Path, s1_2mm, jobs: int
             rec = defacing(stem, suffix)
             assert rec["MaskFrom"] == f"bids:raw:sub-01/anat/{ref}_{suffix}.nii.gz"
             assert "mask_of_companion" in rec["QCFlags"] and "no_brain_found" not in rec["QCFlags"]
+            # the reference's verdict: the same voxels removed from the same head
+            ref_qc = defacing(ref, suffix)["QC"]
+            assert rec["QC"]["Verdict"] == ref_qc["Verdict"] and rec["QC"]["Notes"] == [*ref_qc["Notes"],
+                                                                                     "verdict_of_reference"]
     assert np.array_equal(mask("sub-01", "UNIT1"), mask("sub-01_inv-2", "MP2RAGE"))
     log = next((out / "logs").glob("sub-02_part-phase_T2starw_error.log")).read_text()
     assert "magnitude image (part-mag" in log
