@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["distance_mm", "edt_mm", "set_threads", "bounding_box", "orbit_level", "block_factors", "block_reduce",
+           "block_expand",
            "largest_component", "drop_small_components",
            "tissue_level", "head_mask", "pinnae", "hull_per_side", "ear_zone", "drop_behind_ears", "EAR_BEHIND_MM",
            "EAR_AHEAD_MM"]
@@ -96,6 +97,22 @@ def block_reduce(data: np.ndarray, factors: Sequence[int], reducer=np.mean) -> n
             out += view
         return out / np.prod(f)
     return reducer(cropped.reshape(n[0], f[0], n[1], f[1], n[2], f[2]), axis=(1, 3, 5))
+
+
+def block_expand(blocks: np.ndarray, factors: Sequence[int], shape: Sequence[int], fill: bool = False) -> np.ndarray:
+    """A boolean mask of blocks (:func:`block_reduce`'s grid, ``factors`` voxels each) on
+    the grid of ``shape``: each block's value over its voxels, ``fill`` over the incomplete
+    blocks at the far ends that :func:`block_reduce` dropped.
+
+    >>> block_expand(np.array([[[True], [False]]]), (2, 2, 1), (3, 4, 1), fill=True)[:, :, 0].tolist()
+    [[True, True, False, False], [True, True, False, False], [True, True, True, True]]
+    """
+    up = np.asarray(blocks, bool)
+    for axis, k in enumerate(factors):
+        up = np.repeat(up, int(k), axis=axis)
+    out = np.full(tuple(int(n) for n in shape), bool(fill))
+    out[tuple(slice(0, n) for n in up.shape)] = up
+    return out
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:

@@ -48,7 +48,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .anatomy import block_factors, block_reduce, distance_mm, head_mask, largest_component
+from .anatomy import block_expand, block_factors, block_reduce, distance_mm, head_mask, largest_component
 
 __all__ = ["InputKind", "judge_input", "neighbour_correlation", "uniform_share", "outer_surface", "surface_near_brain",
            "KIND_FLAGS", "MIN_BRAIN_ML", "MIN_LEVELS", "FACE_TISSUE_ML", "FACE_REACH_MM",
@@ -245,12 +245,7 @@ def loud_background(data: np.ndarray, zooms: Sequence[float]) -> np.ndarray | No
     voxel_ml = float(np.prod(np.asarray(zooms, float) * f)) / 1000.0
     if float(np.count_nonzero(head)) * voxel_ml < MIN_BRAIN_ML:
         return None  # no part of it is quiet enough to be tissue
-    full = np.ones(data.shape, bool)
-    up = head
-    for axis, k in enumerate(f):
-        up = np.repeat(up, int(k), axis=axis)
-    full[tuple(slice(0, n) for n in up.shape)] = ~up
-    return full
+    return block_expand(~head, f, data.shape, fill=True)
 
 
 def quiet_background(data: np.ndarray, zooms: Sequence[float]) -> np.ndarray | None:

@@ -20,7 +20,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from .anatomy import block_factors, block_reduce, set_threads, drop_behind_ears, ear_zone, head_mask, largest_component
+from .anatomy import (block_expand, block_factors, block_reduce, set_threads, drop_behind_ears, ear_zone, head_mask,
+                      largest_component)
 from .deface import brain_guard_parts, clean_face_mask, slab_splits
 from .inputs import InputKind, judge_input, quiet_background
 from .pose import (PRONE_AHEAD_ML, PRONE_CHECK_ML, PRONE_FACE_ML, PRONE_RATIO, HeadPose, UprightFrame,
@@ -745,7 +746,4 @@ def ear_zone_ras(data: np.ndarray, zooms: Sequence[float], brain: np.ndarray) ->
     czooms = zooms * f
     coarse_brain = block_reduce(brain, f, np.any)
     zone = ear_zone(head_mask(block_reduce(data, f), czooms), coarse_brain, czooms)
-    full = np.zeros(data.shape, bool)
-    up = np.repeat(np.repeat(np.repeat(zone, f[0], 0), f[1], 1), f[2], 2)
-    full[: up.shape[0], : up.shape[1], : up.shape[2]] = up
-    return full
+    return block_expand(zone, f, data.shape)

@@ -320,7 +320,7 @@ def process_run(
     if reference_mask is not None:
         logger.info("%s takes the mask of %s (the same acquisition, on the same grid)", run.name,
                     reference_mask.uri.rsplit("/", 1)[-1])
-        prediction: Prediction = _companion_prediction(img, reference_mask)
+        prediction: Prediction = companion_prediction(img, reference_mask.mask)
     else:
         prediction = masker.predict(img)
     face = np.asarray(prediction.face, dtype=bool)
@@ -393,22 +393,30 @@ def _reference_mask(run: AnatRun, reference: tuple[AnatRun, OutputPaths | None])
         raise ValueError(f"{run.name} is defaced with the mask of {ref_run.name} (the same acquisition), which "
                          "was not defaced")
     mask_img = nib.load(ref_paths.mask)
-    if run.content_present:  # (a dropped annexed image is known by its key: see process_run)
-        img = nib.load(run.path)
-        if mask_img.shape[:3] != img.shape[:3] or not np.allclose(mask_img.affine, img.affine, atol=1e-3):
-            raise ValueError(f"{run.name} is defaced with the mask of {ref_run.name} (the same acquisition), but "
-                             f"the two images lie on other grids ({img.shape[:3]} and {mask_img.shape[:3]})")
+    context = f"{run.name} is defaced with the mask of {ref_run.name} (the same acquisition)"
+    # (a dropped annexed image is known by its key: see process_run)
+    mask = mask_on_grid(mask_img, nib.load(run.path) if run.content_present else None, context)
     qc = (read_json(ref_paths.defaced_json) or {}).get("Defacing", {}).get("QC")
     verdict = {**qc, "Notes": [*qc.get("Notes", []), "verdict_of_reference"]} if isinstance(qc, dict) else None
-    return ReferenceMask(np.asanyarray(mask_img.dataobj) > 0, f"bids:{SOURCE_DATASET}:{ref_run.relpath}",
-                         sha256_file(ref_paths.mask), verdict)
+    return ReferenceMask(mask, f"bids:{SOURCE_DATASET}:{ref_run.relpath}", sha256_file(ref_paths.mask), verdict)
 
 
-def _companion_prediction(img: nib.Nifti1Image, reference: ReferenceMask) -> CompanionMask:
-    """A companion's prediction: its reference's mask, no brain predicted on it (the guard
-    kept the mask from the reference's)."""
-    return CompanionMask(face=reference.mask, brain=np.zeros(img.shape[:3], bool),
-                         face_raw_voxels=int(np.count_nonzero(reference.mask)))
+def mask_on_grid(mask_img: nib.Nifti1Image, img: nib.Nifti1Image | None, context: str) -> np.ndarray:
+    """The non-zero voxels of ``mask_img`` (its first volume) as a mask of ``img``; raises
+    ``ValueError`` (its message begins with ``context``) where the two lie on other grids.
+    ``img`` None: not checked."""
+    if img is not None and (mask_img.shape[:3] != img.shape[:3]
+                            or not np.allclose(mask_img.affine, img.affine, atol=1e-3)):
+        raise ValueError(f"{context}, but the two images lie on other grids ({img.shape[:3]} and "
+                         f"{mask_img.shape[:3]})")
+    mask = np.asanyarray(mask_img.dataobj)
+    return (mask[..., 0] if mask.ndim == 4 else mask) != 0
+
+
+def companion_prediction(img: nib.Nifti1Image, mask: np.ndarray) -> CompanionMask:
+    """The prediction of an image defaced with another's ``mask`` (its reference's): no brain
+    predicted on it (the guard kept the mask from the other image's)."""
+    return CompanionMask(face=mask, brain=np.zeros(img.shape[:3], bool), face_raw_voxels=int(np.count_nonzero(mask)))
 
 
 def _reface(img: nib.Nifti1Image, face: np.ndarray, prediction: Prediction):  # type: ignore[no-untyped-def]

@@ -139,15 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _given_mask(img, path: Path):  # type: ignore[no-untyped-def]
     """The mask at ``path`` as a prediction for ``img``; raises unless it lies on its grid."""
     from ..io import load_nifti
-    from ..pipeline import CompanionMask
+    from ..pipeline import companion_prediction, mask_on_grid
 
-    mask_img = load_nifti(path)
-    if mask_img.shape[:3] != img.shape[:3] or not np.allclose(mask_img.affine, img.affine, atol=1e-3):
-        raise ValueError(f"the mask {path} lies on another grid than the image ({mask_img.shape[:3]} and "
-                         f"{img.shape[:3]})")
-    mask = np.asanyarray(mask_img.dataobj)
-    mask = (mask[..., 0] if mask.ndim == 4 else mask) != 0
-    return CompanionMask(face=mask, brain=np.zeros(img.shape[:3], bool), face_raw_voxels=int(mask.sum()))
+    mask = mask_on_grid(load_nifti(path), img, f"{img.get_filename()} is defaced with the mask {path}")
+    return companion_prediction(img, mask)
 
 
 def _sidecar_path(image: Path) -> Path:
