@@ -22,8 +22,8 @@ Images (all made from the real head pycortex S1, 1 mm, never used in training):
 
 Each image case runs in a fresh process (its peak RSS is its own): the stages of one
 participant run as the app does them (read, conform, network, resample back, input kind,
-clean, ears, guard, apply, QC verdict, write, figures, report), median of ``--repeats`` runs after one
-warm-up; the I/O floor (read + write of the same ``.nii.gz``) and quickshear 1.2 (PyPI;
+clean, ears, guard, apply, then the QC verdict beside the writing and the figures, report),
+median of ``--repeats`` runs after one warm-up; the I/O floor (read + write of the same ``.nii.gz``) and quickshear 1.2 (PyPI;
 given the model's brain mask, its own read and write included) are timed in the same process.
 That process's peak RSS also holds the benchmark's own arrays (the case image it made, the
 previous run's outputs, quickshear); the app's own peak on the image is measured apart: the
@@ -51,7 +51,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 CASES = ("1 mm", "clinical 0.4 mm", "5 mm axial", "clinical 0.34×0.52×4 mm")
 STAGES = ("read", "conform", "network", "resample_back", "input_kind", "pose", "clean", "ears", "guard",
-          "apply", "qc", "write", "figures", "report")
+          "apply", "beside", "report")
+#: The stages that run side by side in ``beside`` (the verdict in one thread, the writing
+#: and drawing in another: :func:`bids_deface.pipeline.judge_and_write`), each timed as it ran.
+BESIDE = ("qc", "write", "figures")
+LABELS = {"beside": "QC verdict beside writing and figures", "qc": "· QC verdict", "write": "· write",
+          "figures": "· figures"}
 
 
 def source_head() -> nib.Nifti1Image:
@@ -119,11 +124,10 @@ def run_case(name: str, threads: int, repeats: int, device: str) -> dict:
     """Time one image case in this process (see the module docstring)."""
     from bids_deface.data import default_model_dir
     from bids_deface.deface import deface_image
-    from bids_deface.io import load_nifti, save_mask_like, save_raw_like
+    from bids_deface.io import load_nifti, save_raw_like
     from bids_deface.masking import FaceModel
-    from bids_deface.pipeline import qc_verdict
+    from bids_deface.pipeline import judge_and_write
     from bids_deface.reports.core import ReportRun, render_template, subject_context
-    from bids_deface.reports.figures import make_run_figures
 
     img = case_image(name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +135,7 @@ def run_case(name: str, threads: int, repeats: int, device: str) -> dict:
         path = tmp / "sub-01_T1w.nii.gz"
         nib.save(img, path)
         model = FaceModel(default_model_dir(), device=device, threads=threads)
-        io_floor, runs, quick = [], [], []
+        io_floor, runs, quick, beside = [], [], [], []
         for _ in range(repeats + 1):
             t0 = time.perf_counter()
             src = load_nifti(path)
@@ -149,17 +153,11 @@ def run_case(name: str, threads: int, repeats: int, device: str) -> dict:
             t0 = time.perf_counter()
             raw = deface_image(src, pred.face)
             stages["apply"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            qc_verdict(model, src, raw, pred)
-            stages["qc"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
             defaced, mask = tmp / "sub-01_desc-defaced_T1w.nii.gz", tmp / "sub-01_desc-face_mask.nii.gz"
-            save_raw_like(raw, src, defaced)
-            save_mask_like(pred.face, src, mask)
-            stages["write"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            figures = make_run_figures(path, defaced, mask)
-            stages["figures"] = time.perf_counter() - t0
+            judged = judge_and_write(model, src, raw, pred, defaced, mask)
+            stages["beside"] = judged.seconds["together"]
+            beside.append({k: judged.seconds[k] for k in BESIDE})
+            figures = judged.figures
             t0 = time.perf_counter()
             run = ReportRun(name=path.name, source=path, defaced=defaced, mask=mask, status="ok")
             (tmp / "sub-01.html").write_text(render_template("subject.html.j2",
@@ -167,7 +165,7 @@ def run_case(name: str, threads: int, repeats: int, device: str) -> dict:
             stages["report"] = time.perf_counter() - t0
             runs.append(stages)
             quick.append(_quickshear(path, pred.brain, src, tmp))
-        runs, io_floor, quick = runs[1:], io_floor[1:], quick[1:]
+        runs, io_floor, quick, beside = runs[1:], io_floor[1:], quick[1:], beside[1:]
         app_rss = _app_rss(img, tmp, threads, device)
     total = [sum(r.values()) for r in runs]
     return {
@@ -175,7 +173,8 @@ def run_case(name: str, threads: int, repeats: int, device: str) -> dict:
         "shape": list(img.shape),
         "zooms": [round(float(z), 3) for z in img.header.get_zooms()[:3]],
         "voxels": int(np.prod(img.shape)),
-        "stages": {s: statistics.median(r.get(s, 0.0) for r in runs) for s in STAGES},
+        "stages": {**{s: statistics.median(r.get(s, 0.0) for r in runs) for s in STAGES},
+                   **{s: statistics.median(r[s] for r in beside) for s in BESIDE}},
         "total": statistics.median(total),
         "totals": total,
         "io_floor": statistics.median(io_floor),
@@ -283,8 +282,9 @@ def table(results: list[dict], threads: int, device: str) -> str:
              "|---" * (len(cases) + 1) + "|"]
     lines.append("| grid | " + " | ".join(
         "×".join(map(str, r["shape"])) + " at " + "×".join(f"{z:g}" for z in r["zooms"]) + " mm" for r in cases) + " |")
-    for stage in STAGES:
-        lines.append(f"| {stage.replace('_', ' ')} | " + " | ".join(f"{r['stages'][stage]:.2f}" for r in cases) + " |")
+    for stage in [s for stage in STAGES for s in ((stage, *BESIDE) if stage == "beside" else (stage,))]:
+        label = LABELS.get(stage, stage.replace("_", " "))
+        lines.append(f"| {label} | " + " | ".join(f"{r['stages'][stage]:.2f}" for r in cases) + " |")
     lines.append("| **total, end to end** | " + " | ".join(f"**{r['total']:.2f}**" for r in cases) + " |")
     lines.append("| all runs | " + " | ".join(", ".join(f"{t:.2f}" for t in r["totals"]) for r in cases) + " |")
     lines.append("| I/O floor: read + write .nii.gz | " + " | ".join(f"{r['io_floor']:.2f}" for r in cases) + " |")

@@ -179,7 +179,7 @@ def _check_length(path: Path, img: nib.Nifti1Image, data_bytes: int) -> None:
 
 
 def save_raw_like(raw: np.ndarray, reference: nib.Nifti1Image, path: Path,
-                  header: nib.Nifti1Header | None = None) -> None:
+                  header: nib.Nifti1Header | None = None) -> nib.Nifti1Image:
     """Write ``raw`` (stored values) under the unchanged header of ``reference``.
 
     The header block, its extensions, the data offset, dtype, byte order and scaling are
@@ -188,6 +188,8 @@ def save_raw_like(raw: np.ndarray, reference: nib.Nifti1Image, path: Path,
     :meth:`bids_deface.bids.scrub.Scrubber.header`) that header is written instead, its
     dtype, byte order and scaling those of ``reference``. The file is written to a
     temporary name and renamed into place.
+
+    Returns the image as written, held in memory: what reading the file back would give.
     """
     if raw.shape != reference.shape:
         raise ValueError(f"data {raw.shape} do not match reference {reference.shape}")
@@ -216,10 +218,13 @@ def save_raw_like(raw: np.ndarray, reference: nib.Nifti1Image, path: Path,
     with atomic_path(Path(path)) as tmp:
         with ImageOpener(str(tmp), "wb") as fobj:
             fobj.write(buf.getbuffer())
+    buf.seek(0)
+    return type(reference).from_stream(buf)
 
 
-def save_mask_like(mask: np.ndarray, reference: nib.Nifti1Image, path: Path) -> None:
-    """Write a binary uint8 mask on the grid of ``reference`` (same affine, codes, units)."""
+def save_mask_like(mask: np.ndarray, reference: nib.Nifti1Image, path: Path) -> nib.Nifti1Image:
+    """Write a binary uint8 mask on the grid of ``reference`` (same affine, codes, units).
+    Returns the image written (its voxels in memory)."""
     img = nib.Nifti1Image(np.asarray(mask, dtype=np.uint8), reference.affine)
     img.set_qform(reference.get_qform(), int(reference.header["qform_code"]))
     img.set_sform(reference.get_sform(), int(reference.header["sform_code"]))
@@ -228,3 +233,4 @@ def save_mask_like(mask: np.ndarray, reference: nib.Nifti1Image, path: Path) -> 
     img.header.set_slope_inter(1, 0)
     with atomic_path(Path(path)) as tmp:
         nib.save(img, str(tmp))
+    return img

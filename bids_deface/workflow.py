@@ -157,6 +157,10 @@ def _report_run(reports: Any, result: RunResult, output_dir: Path) -> Any:
     both = output_paths(result.run, output_dir, reface=True) if paths else None
     refaced = both.refaced if both is not None else None
     refacing = (read_json(both.refaced_json) or {}).get("Refacing") if both and both.refaced_json else None
+    # the figures the run drew, unless a refaced image of an earlier invocation is shown too
+    figures = result.figures
+    if figures is not None and exists(refaced) and "refaced" not in figures.renders:
+        figures = None
     return reports.ReportRun(
         name=result.run.name,
         source=result.run.path if result.run.content_present else None,
@@ -168,6 +172,7 @@ def _report_run(reports: Any, result: RunResult, output_dir: Path) -> Any:
         status=result.status,
         error=result.error,
         flags=tuple(result.flags),
+        figures=figures,
     )
 
 
@@ -223,7 +228,7 @@ def _upload_run(run: Any, result: RunResult, output_dir: Path, upload_dir: Path,
     return dataclasses.replace(
         run, source=published if run.defaced is not None and published.is_file() else None,
         defaced=None, mask=mask if mask is not None and mask.is_file() else None,
-        refaced=None, refacing={}, audit=False, upload=True,
+        refaced=None, refacing={}, audit=False, upload=True, figures=None,
         sidecar=for_upload(run.sidecar) if isinstance(run.sidecar, dict) else run.sidecar,
         error=without_input_dir(run.error, bids_dir))
 

@@ -112,6 +112,9 @@ class ReportRun:
     upload: bool = False
     """The report goes into the upload tree (``--output-layout raw``): ``source`` is the
     defaced image as it is there, shown "as uploaded", and no image before defacing is shown."""
+    figures: RunFigures | None = None
+    """The figures of these images, drawn already (by the run that wrote them); None: drawn
+    from the files."""
 
 
 # --------------------------------------------------------------------------- formatting
@@ -429,6 +432,8 @@ def _figures_for(run: ReportRun) -> RunFigures | None:
     """Figures of ``run``; a failure to draw them becomes a note, never an exception."""
     if run.source is None:
         return None
+    if run.figures is not None:
+        return run.figures
     try:
         return make_run_figures(run.source, run.defaced, run.mask, run.refaced)
     except Exception as exc:  # a report must not fail because one figure did

@@ -8,6 +8,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 import nibabel as nib
 import numpy as np
@@ -148,9 +149,27 @@ def _quieted(volume: RasVolume, background: np.ndarray | None) -> RasVolume:
     return RasVolume(data=data, spacing=volume.spacing)
 
 
+#: An image as :func:`make_run_figures` takes it: its file, or the image itself (in memory,
+#: as a run has just written it).
+ImageSource = Union[Path, nib.spatialimages.SpatialImage]
+
+
+def _present(image: ImageSource) -> bool:
+    return isinstance(image, nib.spatialimages.SpatialImage) or Path(image).exists()
+
+
+def _load(image: ImageSource) -> nib.spatialimages.SpatialImage:
+    return image if isinstance(image, nib.spatialimages.SpatialImage) else nib.load(str(image))
+
+
+def _name(image: ImageSource) -> str:
+    return Path(image.get_filename() or "image").name if isinstance(image, nib.spatialimages.SpatialImage) \
+        else Path(image).name
+
+
 def make_run_figures(
-    source: Path | None, defaced: Path | None = None, mask: Path | None = None,
-    refaced: Path | None = None,
+    source: ImageSource | None, defaced: ImageSource | None = None, mask: ImageSource | None = None,
+    refaced: ImageSource | None = None,
 ) -> RunFigures:
     """Surface renders (before/after, and refaced) and mask mosaics for one run.
 
@@ -159,20 +178,24 @@ def make_run_figures(
 
     Parameters
     ----------
-    source : Path or None
+    source : Path, image or None
         The input image.
-    defaced : Path or None
+    defaced : Path, image or None
         The defaced image.
-    mask : Path or None
+    mask : Path, image or None
         Face mask on the grid of ``source``.
-    refaced : Path or None
+    refaced : Path, image or None
         The refaced image (``--reface``), rendered like the defaced one.
+
+    Each may be given as its file or as the nibabel image itself (a run draws its figures
+    from the images it has just written, without reading them back); the figures are the
+    same.
     """
     notes: list[str] = []
-    if source is None or not Path(source).exists():
+    if source is None or not _present(source):
         return RunFigures(notes=("No input image: no figures.",))
     t0 = time.perf_counter()
-    src_img = nib.load(str(source))
+    src_img = _load(source)
     src = to_ras(src_img)
     # a head in loud noise (an MP2RAGE UNIT1 image) is drawn with its background quieted,
     # as it was masked; its copies with the same background
@@ -181,14 +204,14 @@ def make_run_figures(
     threshold = head_threshold(src.data)
 
     dfc = None
-    if defaced is not None and Path(defaced).exists():
+    if defaced is not None and _present(defaced):
         try:
-            dfc = _quieted(to_ras(nib.load(str(defaced))), background)
+            dfc = _quieted(to_ras(_load(defaced)), background)
         except Exception as exc:  # nibabel raises many types for broken files
             logger.exception("cannot read defaced image %s", defaced)
             notes.append(f"Defaced image could not be read: {exc}")
     elif defaced is not None:
-        notes.append(f"Defaced image not found: {Path(defaced).name}")
+        notes.append(f"Defaced image not found: {_name(defaced)}")
 
     renders: dict[str, dict[str, str]] = {}
     before, after = render_pair(src, dfc, threshold)
@@ -200,9 +223,9 @@ def make_run_figures(
         same = dfc is not None and dfc.shape == src.shape
         images = surface_images(after, crops if same else None, px_per_mm)
         renders["after"] = {v: png_data_uri(i) for v, i in images.items()}
-    if refaced is not None and Path(refaced).exists():
+    if refaced is not None and _present(refaced):
         try:
-            rfc = to_ras(nib.load(str(refaced)))
+            rfc = to_ras(_load(refaced))
             # quieted by its own background: the template's face may reach where the
             # source's background was
             rfc = _quieted(rfc, loud_background(rfc.data, rfc.spacing) if background is not None else None)
@@ -214,14 +237,14 @@ def make_run_figures(
             notes.append(f"Refaced image could not be rendered: {exc}")
 
     labels_vol = None
-    if mask is not None and Path(mask).exists():
+    if mask is not None and _present(mask):
         try:
-            labels_vol = mask_to_ras(nib.load(str(mask)), src_img)
+            labels_vol = mask_to_ras(_load(mask), src_img)
         except Exception as exc:  # nibabel raises many types for broken files
             logger.exception("cannot read mask %s", mask)
             notes.append(f"Face mask could not be read: {exc}")
     elif mask is not None:
-        notes.append(f"Face mask not found: {Path(mask).name}")
+        notes.append(f"Face mask not found: {_name(mask)}")
     mosaics = {
         plane: png_data_uri(slice_mosaic(src, plane, threshold, labels_vol)) for plane in PLANES
     }
@@ -229,5 +252,5 @@ def make_run_figures(
     if labels_vol is not None:
         values = set(label_values(labels_vol.data))
         present = tuple(v for v in LABEL_COLOURS if v in values)
-    logger.debug("figures of %s made in %.2f s", Path(source).name, time.perf_counter() - t0)
+    logger.debug("figures of %s made in %.2f s", _name(source), time.perf_counter() - t0)
     return RunFigures(renders=renders, mosaics=mosaics, labels=present, notes=tuple(notes))

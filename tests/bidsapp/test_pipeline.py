@@ -73,6 +73,21 @@ def test_header_and_voxels_outside_the_mask_are_bit_exact(bids_dataset: Path, tm
     assert nib.load(str(scaled.paths.defaced)).header.extensions[0].get_content() == b"keep me"
 
 
+def test_figures_drawn_by_the_run_are_those_of_its_files(bids_dataset: Path, tmp_path: Path,
+                                                         box_masker: BoxMasker) -> None:
+    # the run draws the report's figures from the images it has just written, in memory
+    # (beside its QC verdict); they must be what the files give: scaled stored values
+    # (run-2), float voxels and distinct qform/sform (ce-gad), uint8 (T2w)
+    from bids_deface.reports.figures import make_run_figures
+
+    results = process_runs(discover_runs(bids_dataset), tmp_path / "out", lambda: box_masker)
+    assert [r.status for r in results] == ["ok"] * STANDARD_SELECTED
+    for r in results:
+        assert r.figures is not None and not r.figures.notes
+        assert r.figures == make_run_figures(r.run.path, r.paths.defaced, r.paths.mask), r.run.name
+        assert set(r.figures.renders) == {"before", "after"} and r.figures.labels == (1,)
+
+
 def test_sidecars_written(bids_dataset: Path, tmp_path: Path, box_masker: BoxMasker) -> None:
     out = tmp_path / "out"
     runs = discover_runs(bids_dataset, suffixes=["T1w"], session_label=["pre"], participant_label=["01"])
