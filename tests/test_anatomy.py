@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bids_deface.anatomy import drop_behind_ears, ear_zone, head_mask
+from bids_deface.anatomy import drop_behind_ears, ear_zone, fill_holes_in_slices, head_mask
 
 from .phantoms import head_phantom
 
@@ -112,3 +112,21 @@ def test_head_scale_allows_a_brainstem_out_of_the_bottom_in_any_orientation() ->
     img = nib.Nifti1Image(stored.astype(np.uint8), affine)
     assert image_head_scale(img, stored) == pytest.approx(expected)
     assert image_head_scale(img, stored[::-1]) is None  # now the column leaves at the top
+
+
+def test_holes_filled_per_slice_as_scipy_fills_them() -> None:
+    # head_mask fills each slice's holes by labelling the background once; it must give
+    # what scipy's binary_fill_holes gives with a structure within the slices
+
+    rng = np.random.default_rng(7)
+    filled = 0
+    for _ in range(60):
+        shape = tuple(int(n) for n in rng.integers(2, 24, 3))
+        mask = ndimage.gaussian_filter(rng.random(shape), rng.uniform(0.5, 2.5)) > rng.uniform(0.4, 0.6)
+        for axis in range(3):
+            in_slice = np.zeros((3, 3, 3), bool)
+            in_slice[tuple(1 if a == axis else slice(None) for a in range(3))] = ndimage.generate_binary_structure(2, 1)
+            expected = ndimage.binary_fill_holes(mask, structure=in_slice)
+            np.testing.assert_array_equal(fill_holes_in_slices(mask, axis), expected)
+            filled += int(np.count_nonzero(expected & ~mask))
+    assert filled > 0  # the masks had holes to fill
