@@ -13,7 +13,7 @@ import numpy as np
 from nibabel.openers import ImageOpener
 from nibabel.volumeutils import array_to_file
 
-__all__ = ["load_nifti", "save_raw_like", "save_mask_like", "atomic_path", "remove_stale_temporaries", "sha256_file",
+__all__ = ["load_nifti", "held_in_memory", "save_raw_like", "save_mask_like", "atomic_path", "remove_stale_temporaries", "sha256_file",
            "MAX_VOXELS"]
 
 
@@ -176,6 +176,21 @@ def _check_length(path: Path, img: nib.Nifti1Image, data_bytes: int) -> None:
     if length < expected:
         raise ValueError(f"{path} holds {length} bytes, its header needs {expected}: "
                          "the file is truncated (or its header is wrong)")
+
+
+def held_in_memory(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """``img`` (as :func:`load_nifti` gives it) with its file read once, uncompressed, and
+    held in memory: every later read of its voxels copies them from there instead of
+    reading (and, for a ``.nii.gz``, decompressing) the file again. The image keeps its
+    file name, so that :func:`save_raw_like` copies the header block from the file."""
+    path = img.get_filename()
+    try:
+        with ImageOpener(path, "rb") as fobj:
+            content = fobj.read()
+    except (OSError, EOFError) as exc:  # gzip and zlib errors are OSErrors
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+    holder = nib.FileHolder(filename=path, fileobj=io.BytesIO(content))
+    return type(img).from_file_map({"image": holder, "header": holder})
 
 
 def save_raw_like(raw: np.ndarray, reference: nib.Nifti1Image, path: Path,

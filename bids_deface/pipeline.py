@@ -38,7 +38,7 @@ from .bids.outputs import (
 from .bids.scrub import Scrubber
 from .deface import deface_image
 from .errors import MissingContentError, ModelError
-from .io import atomic_path, load_nifti, remove_stale_temporaries, save_mask_like, save_raw_like
+from .io import atomic_path, held_in_memory, load_nifti, remove_stale_temporaries, save_mask_like, save_raw_like
 
 __all__ = [
     "Prediction",
@@ -321,6 +321,9 @@ def process_run(
             logger.debug("removed %s, left by an interrupted run", stale)
 
     img = load_nifti(run.path)
+    if int(np.prod(img.shape)) <= BESIDE_MAX_VOXELS:
+        # read by the mask, the removal, the verdict and the figures: decompressed once
+        img = held_in_memory(img)
     masker = get_masker()
     if reference_mask is not None:
         logger.info("%s takes the mask of %s (the same acquisition, on the same grid)", run.name,
