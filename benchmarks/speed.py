@@ -126,7 +126,7 @@ def run_case(name: str, threads: int, repeats: int, device: str) -> dict:
     from bids_deface.deface import deface_image
     from bids_deface.io import held_in_memory, load_nifti, save_raw_like
     from bids_deface.masking import FaceModel
-    from bids_deface.pipeline import BESIDE_MAX_VOXELS, judge_and_write
+    from bids_deface.pipeline import judge_and_write, small_enough
     from bids_deface.reports.core import ReportRun, render_template, subject_context
 
     img = case_image(name)
@@ -146,7 +146,7 @@ def run_case(name: str, threads: int, repeats: int, device: str) -> dict:
             stages: dict[str, float] = {}
             t0 = time.perf_counter()
             src = load_nifti(path)
-            if int(np.prod(src.shape)) <= BESIDE_MAX_VOXELS:  # as a run reads it
+            if small_enough(src.shape):  # as a run reads it
                 src = held_in_memory(src)
             np.asanyarray(src.dataobj)
             stages["read"] = time.perf_counter() - t0

@@ -321,7 +321,7 @@ def process_run(
             logger.debug("removed %s, left by an interrupted run", stale)
 
     img = load_nifti(run.path)
-    if int(np.prod(img.shape)) <= BESIDE_MAX_VOXELS:
+    if small_enough(img.shape):
         # read by the mask, the removal, the verdict and the figures: decompressed once
         img = held_in_memory(img)
     masker = get_masker()
@@ -355,7 +355,7 @@ def process_run(
     if refaced is not None and paths.refaced is not None and paths.refaced_json is not None:
         refaced_img = save_raw_like(refaced.raw, img, paths.refaced,
                                     header=scrubber.header(img.header, paths.refaced.name) if scrubber else None)
-        if int(np.prod(img.shape[:3])) <= BESIDE_MAX_VOXELS:  # (larger: drawn by the report)
+        if small_enough(img.shape[:3]):  # (larger: drawn by the report)
             figures = run_figures(img, defaced_img, mask_img, refaced_img)
         refaced_metadata = (scrubber.sidecar(run.metadata, run.subject, paths.refaced_json.name)
                             if scrubber is not None else None)
@@ -374,6 +374,12 @@ def process_run(
 #: one after the other (:func:`judge_and_write`): side by side they would need 1.5 times the
 #: memory (5.9 GB against 3.6 GB on 180 M voxels).
 BESIDE_MAX_VOXELS = 40_000_000
+
+
+def small_enough(shape: Sequence[int]) -> bool:
+    """Whether an array of ``shape`` has at most :data:`BESIDE_MAX_VOXELS` voxels: a run
+    holds its image's file in memory, and judges beside writing and drawing, up to there."""
+    return int(np.prod(shape)) <= BESIDE_MAX_VOXELS
 
 
 class Judged(NamedTuple):
@@ -403,7 +409,7 @@ def judge_and_write(masker: Masker, img: nib.Nifti1Image, raw: np.ndarray, predi
     are left to the report: the two side by side would hold both their arrays at once."""
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    if int(np.prod(img.shape[:3])) > BESIDE_MAX_VOXELS:
+    if not small_enough(img.shape[:3]):
         qc = qc_verdict(masker, img, raw, prediction) if judge else verdict
         seconds["qc"] = time.perf_counter() - t0
         t = time.perf_counter()
