@@ -13,8 +13,8 @@ import numpy as np
 from nibabel.openers import ImageOpener
 from nibabel.volumeutils import array_to_file
 
-__all__ = ["load_nifti", "held_in_memory", "save_raw_like", "save_mask_like", "atomic_path", "remove_stale_temporaries", "sha256_file",
-           "MAX_VOXELS"]
+__all__ = ["load_nifti", "held_in_memory", "save_raw_like", "save_mask_like", "atomic_path",
+           "remove_stale_temporaries", "sha256_file", "MAX_VOXELS"]
 
 
 def sha256_file(path: Path) -> str:

@@ -409,16 +409,13 @@ def judge_and_write(masker: Masker, img: nib.Nifti1Image, raw: np.ndarray, predi
     are left to the report: the two side by side would hold both their arrays at once."""
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    if not small_enough(img.shape[:3]):
+
+    def judged() -> dict[str, Any] | None:
         qc = qc_verdict(masker, img, raw, prediction) if judge else verdict
         seconds["qc"] = time.perf_counter() - t0
-        t = time.perf_counter()
-        defaced_img = save_raw_like(raw, img, defaced, header=header)
-        mask_img = save_mask_like(np.asarray(prediction.face, bool), img, mask)
-        seconds.update(write=time.perf_counter() - t, figures=0.0, together=time.perf_counter() - t0)
-        return Judged(qc, defaced_img, mask_img, None, seconds)
+        return qc
 
-    def write() -> tuple[nib.Nifti1Image, nib.Nifti1Image, Any]:
+    def write(draw: bool) -> tuple[nib.Nifti1Image, nib.Nifti1Image, Any]:
         t = time.perf_counter()
         written = save_raw_like(raw, img, defaced, header=header), \
             save_mask_like(np.asarray(prediction.face, bool), img, mask)
@@ -428,17 +425,20 @@ def judge_and_write(masker: Masker, img: nib.Nifti1Image, raw: np.ndarray, predi
         seconds["figures"] = time.perf_counter() - t
         return (*written, figures)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bids-deface-write") as pool:
-        writing = pool.submit(write)
-        try:
-            qc = qc_verdict(masker, img, raw, prediction) if judge else verdict
-            seconds["qc"] = time.perf_counter() - t0
-        except BaseException:
-            wait([writing])
-            for product in (defaced, mask):
-                product.unlink(missing_ok=True)
-            raise
-        defaced_img, mask_img, figures = writing.result()
+    if not small_enough(img.shape[:3]):
+        qc = judged()
+        defaced_img, mask_img, figures = write(draw=False)
+    else:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bids-deface-write") as pool:
+            writing = pool.submit(write, draw)
+            try:
+                qc = judged()
+            except BaseException:
+                wait([writing])
+                for product in (defaced, mask):
+                    product.unlink(missing_ok=True)
+                raise
+            defaced_img, mask_img, figures = writing.result()
     seconds["together"] = time.perf_counter() - t0
     return Judged(qc, defaced_img, mask_img, figures, seconds)
 

@@ -162,11 +162,6 @@ def _load(image: ImageSource) -> nib.spatialimages.SpatialImage:
     return image if isinstance(image, nib.spatialimages.SpatialImage) else nib.load(str(image))
 
 
-def _name(image: ImageSource) -> str:
-    return Path(image.get_filename() or "image").name if isinstance(image, nib.spatialimages.SpatialImage) \
-        else Path(image).name
-
-
 def make_run_figures(
     source: ImageSource | None, defaced: ImageSource | None = None, mask: ImageSource | None = None,
     refaced: ImageSource | None = None,
@@ -211,7 +206,7 @@ def make_run_figures(
             logger.exception("cannot read defaced image %s", defaced)
             notes.append(f"Defaced image could not be read: {exc}")
     elif defaced is not None:
-        notes.append(f"Defaced image not found: {_name(defaced)}")
+        notes.append(f"Defaced image not found: {Path(defaced).name}")
 
     renders: dict[str, dict[str, str]] = {}
     before, after = render_pair(src, dfc, threshold)
@@ -244,7 +239,7 @@ def make_run_figures(
             logger.exception("cannot read mask %s", mask)
             notes.append(f"Face mask could not be read: {exc}")
     elif mask is not None:
-        notes.append(f"Face mask not found: {_name(mask)}")
+        notes.append(f"Face mask not found: {Path(mask).name}")
     mosaics = {
         plane: png_data_uri(slice_mosaic(src, plane, threshold, labels_vol)) for plane in PLANES
     }
@@ -252,5 +247,5 @@ def make_run_figures(
     if labels_vol is not None:
         values = set(label_values(labels_vol.data))
         present = tuple(v for v in LABEL_COLOURS if v in values)
-    logger.debug("figures of %s made in %.2f s", _name(source), time.perf_counter() - t0)
+    logger.debug("figures of %s made in %.2f s", src_img.get_filename(), time.perf_counter() - t0)
     return RunFigures(renders=renders, mosaics=mosaics, labels=present, notes=tuple(notes))
